@@ -1,0 +1,12 @@
+"""Figure scripts. Each ``figures/<name>.py`` registered in :data:`FIGURES` defines
+
+- ``compute(quick: bool, seed: int) -> dict``: all the numbers the figure shows (pure, seeded);
+- ``plot(data) -> matplotlib.figure.Figure``: draws them, no computation;
+- ``numbers(data) -> dict``: the key numbers, JSON-serialisable, for ``figures.json``.
+
+``secondorder figures`` / ``python -m figures`` render them atomically as PNG and PDF.
+"""
+
+# name -> module (relative to this package). Later scripts add one line here.
+FIGURES = {
+}

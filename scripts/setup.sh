@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up a virtual environment in .venv with everything the project needs, from the repo's files.
+# torch is installed explicitly first (a bare `torch` requirement resolved by pip with no torch
+# present pulls a multi-GB CUDA build). torch 2.14.1 + torchvision 0.29.1 are preferred (the vision
+# tests run); torch 2.13.0 alone is the fallback (torchvision tests skip).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
+  python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
+    || python -m pip install -q "torch==2.13.0"
+fi
+extras="test,data"
+# torchvision is optional: only named when it already imports beside this torch, so pip can
+# never swap torch for another build to satisfy it.
+python -c "import torchvision" >/dev/null 2>&1 && extras="$extras,vision"
+python -m pip install -q -e ".[$extras]"
+python -c "import torch, secondorder; print('secondorder', secondorder.__version__, 'torch', torch.__version__)"

@@ -1,0 +1,5 @@
+import sys
+
+from secondorder.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""Input validation: one place owns the wording of every error message."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+
+__all__ = ["check_choice", "check_gamma", "check_eps", "check_shape", "check_finite"]
+
+
+def _value(x):
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            raise ValueError(f"expected a scalar, got a tensor of shape {tuple(x.shape)}.")
+        return float(x.detach())
+    return x
+
+
+def check_choice(name: str, value, choices) -> None:
+    """``value`` must be one of ``choices`` (a dict or sequence of names)."""
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} == {value!r}, must be one of {valid}.")
+
+
+def check_gamma(gamma, *, invertible: bool = False, name: str = "gamma") -> float:
+    """``gamma`` must be a real number in [0, 1]; in (0, 1] when the step must be inverted."""
+    g = _value(gamma)
+    if isinstance(g, bool) or not isinstance(g, numbers.Real):
+        raise TypeError(f"{name} must be a real number or a scalar tensor, got {type(gamma).__name__}.")
+    g = float(g)
+    if not (0.0 <= g <= 1.0):  # also rejects NaN
+        raise ValueError(f"{name} == {g!r}, must be in [0, 1].")
+    if invertible and g == 0.0:
+        raise ValueError(
+            f"{name} == 0 cannot be inverted (the inverse divides by {name}); "
+            f"use backward='autograd' for gamma = 0 (a plain ResNet), or gamma in (0, 1]."
+        )
+    return g
+
+
+def check_eps(eps, name: str = "eps") -> float:
+    """``eps`` must be a finite real number >= 0."""
+    e = _value(eps)
+    if isinstance(e, bool) or not isinstance(e, numbers.Real) or not math.isfinite(float(e)) or e < 0:
+        raise ValueError(f"{name} == {e!r}, must be a finite number >= 0.")
+    return float(e)
+
+
+def check_shape(index: int, got: torch.Size, expected: torch.Size, what: str = "residual function") -> None:
+    """A residual function must keep the shape of its input."""
+    if got != expected:
+        raise ValueError(
+            f"{what} {index} returned shape {tuple(got)} for an input of shape {tuple(expected)}; "
+            f"a residual function must keep the shape of its input."
+        )
+
+
+def check_finite(t: torch.Tensor, what: str) -> None:
+    """Raise if ``t`` holds NaN or inf."""
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError(f"non-finite values (NaN or inf) in {what}.")

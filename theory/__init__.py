@@ -1,0 +1,9 @@
+"""Executable versions of the claims in THEORY.md.
+
+Each module ``theory/<name>.py`` registered in :data:`SCRIPTS` defines
+``run(quick: bool, seed: int) -> list[Claim]``. ``python -m theory`` runs them.
+"""
+
+# name -> module (relative to this package). Later scripts add one line here.
+SCRIPTS = {
+}
