@@ -1,0 +1,205 @@
+"""Discrete <-> continuous: Momentum ResNets as time steps of second-order ODEs.
+
+With ``h = t1 / depth``, ``t_n = n h`` and residual functions ``f_n(x) = h * F(t_n, x)``, one
+Momentum ResNet layer with ``gamma = 1 - h / eps``::
+
+    v_{n+1} = gamma * v_n + (1 - gamma) * f_n(x_n)
+    x_{n+1} = x_n + v_{n+1}
+
+is, writing ``v_n = h * u_n``, the semi-implicit Euler step of ``x' = u``,
+``u' = (F(t, x) - u) / eps`` (THEORY.md section 2)::
+
+    u_{n+1} = u_n + h * (F(t_n, x_n) - u_n) / eps
+    x_{n+1} = x_n + h * u_{n+1}
+
+so the network converges to :class:`~secondorder.SecondOrderODE` at order 1 as the depth grows,
+with ``v_N / h -> x'(t1)``. The network's initial velocity is ``h`` times the ODE's:
+``net(x0, v0=h * ode_v0)``. ``gamma = 0`` (``h == eps``, or ``eps == 0`` at any depth) is
+forward Euler for ``x' = F`` (a ResNet).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ._checks import check_eps, check_gamma
+from .nets import MomentumResNet, ResNet
+from .ode import _ODE, SecondOrderODE
+
+__all__ = ["gamma_from_eps", "eps_from_gamma", "discretize", "to_ode"]
+
+# gamma = 1 - h/eps is computed in float64; a result in (-_ROUND, 0) is rounding of an exact 0
+# (e.g. t1 = 1, eps = 0.1, depth = 10) and is set to 0.
+_ROUND = 1e-12
+
+
+def _check_depth(depth) -> int:
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth == {depth!r}, must be an integer >= 1.")
+    return depth
+
+
+def _check_t1(t1) -> float:
+    t1 = float(t1)
+    if not (math.isfinite(t1) and t1 > 0):
+        raise ValueError(f"t1 == {t1!r}, must be a finite number > 0.")
+    return t1
+
+
+def min_depth(eps, t1=1.0) -> int:
+    """Smallest depth with ``h = t1/depth <= eps``: ``ceil(t1/eps)`` (1 for ``eps == 0``)."""
+    eps, t1 = check_eps(eps), _check_t1(t1)
+    if eps == 0:
+        return 1
+    return max(1, math.ceil(t1 / eps * (1 - _ROUND)))
+
+
+def gamma_from_eps(eps, depth, t1=1.0) -> float:
+    """``gamma = 1 - h / eps`` with ``h = t1 / depth``; ``eps == 0`` gives ``gamma = 0`` (ResNet).
+
+    Raises ``ValueError`` when ``h > eps`` (``gamma`` would be negative), naming the minimum depth
+    ``ceil(t1 / eps)``.
+    """
+    eps, depth, t1 = check_eps(eps), _check_depth(depth), _check_t1(t1)
+    if eps == 0:
+        return 0.0
+    h = t1 / depth
+    gamma = 1.0 - h / eps
+    if gamma < 0:
+        if gamma > -_ROUND:
+            return 0.0
+        raise ValueError(
+            f"depth == {depth} is too small for eps == {eps!r}: the step h = t1/depth = {h:.6g} "
+            f"exceeds eps, so gamma = 1 - h/eps = {gamma:.6g} < 0. Use depth >= "
+            f"ceil(t1/eps) = {min_depth(eps, t1)}."
+        )
+    return gamma
+
+
+def eps_from_gamma(gamma, depth, t1=1.0) -> float:
+    """``eps = h / (1 - gamma) = t1 / (depth * (1 - gamma))``, the inverse of :func:`gamma_from_eps`.
+
+    ``gamma == 0`` gives ``eps = h``; note that ``gamma == 0`` is also forward Euler for the
+    first-order model (``eps == 0``), see :func:`to_ode`. ``gamma == 1`` has no ODE (``eps``
+    would be infinite) and raises ``ValueError``.
+    """
+    gamma, depth, t1 = check_gamma(gamma), _check_depth(depth), _check_t1(t1)
+    if gamma == 1.0:
+        raise ValueError(
+            "gamma == 1 has no ODE limit: eps = t1 / (depth * (1 - gamma)) would be infinite; "
+            "use gamma in [0, 1)."
+        )
+    return t1 / (depth * (1.0 - gamma))
+
+
+class StepFunction(nn.Module):
+    """Residual function ``f_n(x) = h * F(t_n, x)`` over a shared ``F`` (parameters not copied).
+
+    ``F`` is held as a submodule when it is an ``nn.Module``, so every layer's ``StepFunction``
+    shares its parameters (``net.parameters()`` lists them once). ``takes_time`` says whether
+    ``F`` is called ``F(t, x)`` (``t`` a 0-dim tensor of ``x``'s dtype) or ``F(x)``.
+    Shapes: ``x`` any; output as ``x``.
+    """
+
+    def __init__(self, F, t_n: float, h: float, takes_time: bool):
+        super().__init__()
+        self.F = F
+        self.t_n = float(t_n)
+        self.h = float(h)
+        self.takes_time = bool(takes_time)
+
+    def forward(self, x):
+        if self.takes_time:
+            t = torch.tensor(self.t_n, dtype=x.dtype, device=x.device)
+            return self.h * self.F(t, x)
+        return self.h * self.F(x)
+
+    def extra_repr(self):
+        return f"t_n={self.t_n:.6g}, h={self.h:.6g}"
+
+
+def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
+    """The Momentum ResNet of ``depth`` layers that discretizes ``ode`` on ``[0, ode.t1]``.
+
+    ``f_n = StepFunction(F, t_n = n h, h)`` (``f_n(x) = h F(t_n, x)``, sharing ``F``'s
+    parameters), ``h = t1 / depth``, ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps``
+    (0 for ``eps == 0``: forward Euler). A learnable ``eps`` (``nn.Parameter``) gives a new
+    learnable ``gamma`` initialised at that value (not tied to ``eps``). ``backward`` (and any
+    other keyword, e.g. ``init_velocity``) goes to :class:`~secondorder.MomentumResNet`;
+    ``backward="exact"`` gives gradients of the discretized ODE at memory independent of depth.
+
+    Raises ``ValueError`` if ``t1 / depth > eps`` (naming the minimum depth ``ceil(t1/eps)``).
+    The network's velocity is ``v_n ~ h x'(t_n)``: pass ``v0 = h * ode_v0``.
+    """
+    if not isinstance(ode, _ODE):
+        raise TypeError(f"ode must be a NeuralODE or SecondOrderODE, got {type(ode).__name__}.")
+    depth = _check_depth(depth)
+    eps = ode.eps
+    gamma = gamma_from_eps(eps, depth, ode.t1)
+    if isinstance(eps, nn.Parameter):
+        gamma = nn.Parameter(torch.tensor(gamma, dtype=eps.dtype, device=eps.device))
+    h = ode.t1 / depth
+    fs = [StepFunction(ode.F, n * h, h, ode.takes_time) for n in range(depth)]
+    return MomentumResNet(fs, gamma=gamma, backward=backward, **kwargs)
+
+
+def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
+    """The :class:`~secondorder.SecondOrderODE` that ``net`` (made by :func:`discretize`) steps.
+
+    Needs every residual function to be a :class:`StepFunction` around one and the same ``F``
+    with ``t_n = n * t1/depth`` and ``h = t1/depth``. ``eps = eps_from_gamma(gamma, depth, t1)``,
+    except ``gamma == 0`` (and a :class:`~secondorder.ResNet`), which give the first-order model
+    ``eps = 0``: at this depth ``eps = h`` and ``eps = 0`` step to the same network (forward
+    Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A learnable
+    ``gamma`` gives a learnable ``eps`` (a new ``nn.Parameter``, not tied). ``ode_kwargs``
+    (``method``, ``rtol``, ...) go to :class:`~secondorder.SecondOrderODE`.
+    """
+    if not isinstance(net, (MomentumResNet, ResNet)):
+        raise TypeError(f"net must be a MomentumResNet or ResNet, got {type(net).__name__}.")
+    t1 = _check_t1(t1)
+    fs = list(net.functions)
+    depth = len(fs)
+    if depth == 0:
+        raise ValueError("net has no residual functions; to_ode needs at least one layer.")
+    h = t1 / depth
+    F = None
+    for n, f in enumerate(fs):
+        if not isinstance(f, StepFunction):
+            raise ValueError(
+                f"residual function {n} is a {type(f).__name__}, not a StepFunction h * F(t_n, x); "
+                f"to_ode only inverts networks made by discretize(ode, depth)."
+            )
+        if F is None:
+            F = f.F
+        elif f.F is not F:
+            raise ValueError(
+                f"residual function {n} wraps a different F than function 0; to_ode needs one "
+                f"shared F (as discretize makes)."
+            )
+        if not (math.isclose(f.h, h, rel_tol=1e-9) and math.isclose(f.t_n, n * h, rel_tol=1e-9,
+                                                                     abs_tol=1e-12 * t1)):
+            raise ValueError(
+                f"residual function {n} has h = {f.h:.6g}, t_n = {f.t_n:.6g}, but t1 == {t1!r} "
+                f"with depth {depth} needs h = {h:.6g}, t_n = {n * h:.6g}; pass the t1 the "
+                f"network was discretized with ({f.h * depth:.6g})."
+            )
+    if isinstance(net, ResNet):
+        return SecondOrderODE(F, eps=0.0, t1=t1, **ode_kwargs)
+    gamma = net.gamma
+    g = check_gamma(gamma)
+    if g == 0.0:
+        eps = 0.0
+        if isinstance(gamma, nn.Parameter):
+            raise ValueError(
+                "a learnable gamma == 0 maps to the first-order model eps == 0, whose order is "
+                "fixed; start the learnable gamma in (0, 1)."
+            )
+    else:
+        eps = eps_from_gamma(g, depth, t1)
+        if isinstance(gamma, nn.Parameter):
+            eps = nn.Parameter(torch.tensor(eps, dtype=gamma.dtype, device=gamma.device))
+    return SecondOrderODE(F, eps=eps, t1=t1, **ode_kwargs)
+
