@@ -1,0 +1,173 @@
+"""Exact fixed-point arithmetic for memory-free backprop through Momentum ResNets and RevNets.
+
+Following Maclaurin, Duvenaud & Adams (ICML 2015, "Gradient-based hyperparameter optimization
+through reversible learning"), both the position ``x`` and the velocity ``v`` are held as int64
+fixed-point numbers ``X = round(x * 2**bits)``. Additions of quantized terms are exactly
+invertible; the multiplication ``v <- gamma * v`` is made invertible by writing gamma as a
+rational ``n/d`` (``d <= 2**31``) and trading digits with an integer *bit store* ``S``::
+
+    forward:  s = S mod n;  S = S div n;  U = V*n + s;  V' = U div d;  S = S*d + (U mod d)
+    inverse:  U = V'*d + (S mod d);  S = S div d;  V = U div n;  S = S*n + (U mod n)
+
+so ``V' = floor((V*n + s) / d)`` is within one quantum of ``V * n/d`` (the rounding bits ``s`` come
+from the store, the bits it drops go back to it). ``V*n`` is never formed: ``V`` is split as
+``V = Vh*d + Vl`` and only ``Vl*n + s < n*d <= 2**62`` is. Floor division and floor modulo are used
+throughout (mixing truncation with floor breaks exactness for negative values). The store grows
+by ``log2(d/n) ~ log2(1/gamma)`` bits per element per layer. Its worst-case size is tracked on the
+host, so no device synchronisation is needed: before it could overflow int64, the whole store
+tensor is *spilled* to a list and a fresh zero store continues (the inverse restores it at the
+same layer). There is therefore no depth limit.
+
+The value range is ``|x| < 2**(61 - bits)``; a value outside it (or NaN/inf) raises
+:class:`FixedPointOverflowError` naming the layer, the magnitude and the ``fixed_point_bits`` knob.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+
+__all__ = [
+    "DEFAULT_BITS",
+    "FixedPoint",
+    "BitStore",
+    "FixedPointOverflowError",
+    "rational_gamma",
+    "floor_divmod",
+]
+
+#: Fractional bits per dtype: the quantum 2**-bits sits below the dtype's own resolution for
+#: values of order 1e-2 and up (float32: 2**-32 ~ 2.3e-10; float64: 2**-46 ~ 1.4e-14), while the
+#: range stays |x| < 2**(61-bits) (float32: 5.4e8; float64: 32768).
+DEFAULT_BITS = {torch.float64: 46, torch.float32: 32, torch.float16: 20, torch.bfloat16: 20}
+
+#: Largest denominator used to write gamma as n/d (see :func:`rational_gamma`); keeps n*d <= 2**62.
+MAX_DENOMINATOR = 2**31
+
+_INT64_MAX = 2**63 - 1
+
+
+class FixedPointOverflowError(ValueError):
+    """A value left the fixed-point range, or was NaN/inf, in an exact-arithmetic pass."""
+
+
+def rational_gamma(gamma: float, max_denominator: int = MAX_DENOMINATOR) -> Fraction:
+    """The fraction ``n/d`` (``d <= max_denominator = 2**31``) closest to ``gamma``, used by exact mode.
+
+    Short decimals are recovered exactly (0.9 -> 9/10, 0.99 -> 99/100, 0.5 -> 1/2); any other
+    float (a learned gamma, say) is approximated within ``1/(d * max_denominator)``, at worst
+    about 5e-10 and typically about 1e-18.
+    """
+    g = float(gamma)
+    if not (0 < g <= 1):
+        raise ValueError(f"gamma == {gamma!r}, must be in (0, 1] for exact arithmetic.")
+    return Fraction(g).limit_denominator(max_denominator)
+
+
+def floor_divmod(a: torch.Tensor, m: int):
+    """Floor division and floor modulo of an int64 tensor by a positive int: ``a = q*m + r``, ``0 <= r < m``."""
+    if m & (m - 1) == 0:  # a power of two: arithmetic shift and mask are exact floor semantics
+        k = m.bit_length() - 1
+        return a >> k, a & (m - 1)
+    q = torch.div(a, m, rounding_mode="floor")
+    return q, a - q * m
+
+
+class FixedPoint:
+    """Conversion between a float dtype and int64 fixed point with ``bits`` fractional bits."""
+
+    def __init__(self, dtype: torch.dtype, bits: int | None = None):
+        if not dtype.is_floating_point:
+            raise TypeError(f"exact arithmetic needs a floating-point input, got {dtype}.")
+        if bits is None:
+            bits = DEFAULT_BITS.get(dtype, 32)
+        if not isinstance(bits, int) or not (0 <= bits <= 60):
+            raise ValueError(f"fixed_point_bits == {bits!r}, must be an int in [0, 60].")
+        self.dtype = dtype
+        self.bits = bits
+        self.scale = float(2**bits)
+        self.inv_scale = float(2.0**-bits)
+        self.max_abs = float(2 ** (61 - bits))  # |x| < max_abs keeps X + V inside int64
+        # half types would overflow when scaled: work in float32 for them
+        self._work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+    def quantize(self, y: torch.Tensor) -> torch.Tensor:
+        """``round(y * 2**bits)`` as int64 (exact scaling by a power of two, then round-half-even)."""
+        return (y.to(self._work) * self.scale).round().to(torch.int64)
+
+    def dequantize(self, Y: torch.Tensor) -> torch.Tensor:
+        """The float value ``Y * 2**-bits`` in ``dtype``."""
+        return (Y.to(self._work) * self.inv_scale).to(self.dtype)
+
+    def overflow_error(self, what: str, layer: int, magnitude: float) -> FixedPointOverflowError:
+        if magnitude != magnitude or magnitude == float("inf"):
+            return FixedPointOverflowError(
+                f"non-finite values (NaN or inf) in {what} at layer {layer} of the exact backward."
+            )
+        return FixedPointOverflowError(
+            f"{what} at layer {layer} reached |value| = {magnitude:.3g}, outside the fixed-point range "
+            f"|value| < {self.max_abs:.3g} of {self.bits} fractional bits for {self.dtype}; pass a "
+            f"smaller fixed_point_bits (range 2**(61 - bits)) or rescale the network."
+        )
+
+
+class BitStore:
+    """Integer store that makes ``V <- V * n/d`` exactly invertible (see the module docstring).
+
+    ``mul`` and ``div`` must be called in exactly reverse order. ``spills`` lists the layer count
+    at which a full store was set aside; ``nbytes`` is the memory it holds.
+    """
+
+    def __init__(self, like: torch.Tensor, gamma: Fraction):
+        self.n, self.d = gamma.numerator, gamma.denominator
+        if not (0 < self.n <= self.d <= MAX_DENOMINATOR):
+            raise ValueError(f"gamma == {gamma}, must be n/d with 0 < n <= d <= 2**31.")
+        self.S = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
+        self._bound = 0  # upper bound of every element of S (S >= 0 always)
+        self._cap = (_INT64_MAX - (self.d - 1)) // self.d  # S div n <= cap keeps S*d + r in int64
+        self._count = 0  # number of mul calls not yet undone
+        self._spilled: list[tuple[int, torch.Tensor, int]] = []
+
+    @property
+    def spills(self) -> list[int]:
+        """The number of multiplications done when each spill happened."""
+        return [c for c, _, _ in self._spilled]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the store (live tensor and spills)."""
+        return self.S.numel() * 8 * (1 + len(self._spilled))
+
+    def mul(self, V: torch.Tensor) -> torch.Tensor:
+        """Return ``floor((V*n + s)/d)`` (within one quantum of ``V*gamma``), keeping what is lost."""
+        n, d = self.n, self.d
+        if n == d:
+            return V
+        if self._bound // n > self._cap:
+            self._spilled.append((self._count, self.S, self._bound))
+            self.S = torch.zeros_like(self.S)
+            self._bound = 0
+        Vh, Vl = floor_divmod(V, d)
+        S, s = floor_divmod(self.S, n)
+        w, r = floor_divmod(Vl * n + s, d)  # Vl*n + s < n*d <= 2**62
+        self.S = S * d + r
+        self._bound = (self._bound // n) * d + d - 1
+        self._count += 1
+        return Vh * n + w
+
+    def div(self, V: torch.Tensor) -> torch.Tensor:
+        """Exact inverse of the last :meth:`mul`."""
+        n, d = self.n, self.d
+        if n == d:
+            return V
+        Vh, w = floor_divmod(V, n)
+        S, r = floor_divmod(self.S, d)
+        Vl, s = floor_divmod(w * d + r, n)
+        self.S = S * n + s
+        self._count -= 1
+        if self._spilled and self._spilled[-1][0] == self._count:
+            if bool((self.S != 0).any()):  # cannot happen unless the calls were not reversed in order
+                raise RuntimeError("bit store out of step: BitStore.div calls must mirror BitStore.mul calls.")
+            _, self.S, self._bound = self._spilled.pop()
+        return Vh * d + Vl

@@ -1,0 +1,277 @@
+"""Discrete models over residual functions: ResNet, Momentum ResNet, RevNet.
+
+Every model takes a sequence of residual functions (``nn.Module``s, called as
+``f(x, *args, **kwargs)``) and integrates them with its own update rule from
+:mod:`secondorder.steps`. The same module may appear several times (weight tying).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+from torch import nn
+
+from . import exact as _exact
+from ._checks import check_choice, check_gamma, check_shape
+from .reversible import coupling_memory_free, momentum_memory_free
+from .steps import coupling_inverse, coupling_step, momentum_inverse, momentum_step, resnet_step
+
+__all__ = ["ResNet", "MomentumResNet", "RevNet", "BACKWARDS"]
+
+#: Backward modes. "autograd" stores activations (the reference); "exact" stores none and
+#: reconstructs them bit-exactly in fixed point; "float" reconstructs them in floating point.
+BACKWARDS = {
+    "autograd": "store activations, plain autograd (the reference)",
+    "exact": "store no activations; reconstruct them bit-exactly (int64 fixed point + bit store)",
+    "float": "store no activations; reconstruct them by the floating-point inverse (error grows with depth)",
+}
+
+
+def _module_list(functions, name="functions") -> nn.ModuleList:
+    if isinstance(functions, nn.Module) and not isinstance(functions, (nn.ModuleList, nn.Sequential)):
+        raise TypeError(f"{name} must be a sequence of modules (a list, nn.ModuleList or nn.Sequential), got one {type(functions).__name__}.")
+    functions = list(functions)
+    for i, f in enumerate(functions):
+        if not isinstance(f, nn.Module):
+            raise TypeError(f"{name}[{i}] is a {type(f).__name__}; residual functions must be nn.Module instances.")
+    return nn.ModuleList(functions)
+
+
+def _call(f, n, x, args, kwargs, what="residual function"):
+    out = f(x, *args, **kwargs)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what} {n} returned {type(out).__name__}, expected a tensor.")
+    check_shape(n, out.shape, x.shape, what)
+    return out
+
+
+def _check_velocity(v0, x):
+    if not isinstance(v0, torch.Tensor):
+        raise TypeError(f"v0 must be a tensor, got {type(v0).__name__}.")
+    if v0.shape != x.shape:
+        raise ValueError(f"v0 has shape {tuple(v0.shape)}, must have the shape of x {tuple(x.shape)}.")
+    return v0
+
+
+class ResNet(nn.Module):
+    """ResNet over residual functions: ``x_{n+1} = x_n + f_n(x_n, *args, **kwargs)``.
+
+    It is the Momentum ResNet with ``gamma = 0``; with ``return_velocity=True`` the last increment
+    ``f_{N-1}(x_{N-1})`` is returned as the velocity (what that Momentum ResNet's ``v_N`` is).
+    """
+
+    def __init__(self, functions):
+        super().__init__()
+        self.functions = _module_list(functions)
+
+    def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        if v0 is not None:
+            raise ValueError("v0: a ResNet has no velocity state (it is the Momentum ResNet with gamma = 0).")
+        fx = torch.zeros_like(x)
+        for n, f in enumerate(self.functions):
+            fx = _call(f, n, x, args, kwargs)
+            x = resnet_step(x, fx)
+        return (x, fx) if return_velocity else x
+
+    def trajectory(self, x, *args, **kwargs):
+        """All layer states ``(x_0, ..., x_N)`` stacked: shape ``(depth + 1, *x.shape)``."""
+        xs = [x]
+        for n, f in enumerate(self.functions):
+            x = resnet_step(x, _call(f, n, x, args, kwargs))
+            xs.append(x)
+        return torch.stack(xs)
+
+
+class MomentumResNet(nn.Module):
+    """Momentum ResNet (Sander, Ablin, Blondel, Peyré, ICML 2021)::
+
+        v_{n+1} = gamma * v_n + (1 - gamma) * f_n(x_n, *args, **kwargs)
+        x_{n+1} = x_n + v_{n+1}
+
+    Args:
+        functions: sequence of ``nn.Module`` residual functions ``f_n`` (shape-preserving; the same
+            module may appear several times).
+        gamma: momentum in [0, 1], a float or a learnable ``nn.Parameter`` (0-dim). ``gamma = 0`` is
+            the ResNet; the memory-free backwards need ``gamma > 0``.
+        backward: ``"autograd"`` (store activations), ``"exact"`` (store none; the backward pass
+            reconstructs every ``(x_n, v_n)`` bit-exactly in int64 fixed point, any depth) or
+            ``"float"`` (store none; naive float inverse, error ~ ``gamma**-N``).
+        init_velocity: optional module ``v_0 = init_velocity(x_0)``; default ``v_0 = 0``.
+        fixed_point_bits: fractional bits of the exact mode's fixed point (default per dtype, see
+            :data:`secondorder.exact.DEFAULT_BITS`); the range is ``|x| < 2**(61 - bits)``.
+
+    ``net(x, *args, v0=None, return_velocity=False, **kwargs)`` returns ``x_N`` (or ``(x_N, v_N)``);
+    extra arguments reach every residual function. Any tensor shape works; the dtype is kept.
+
+    In exact mode gamma is applied as the rational ``n/d`` of :meth:`exact_gamma` (equal to gamma
+    for short decimals such as 0.9, within 1e-12 otherwise), the states are rounded to the fixed-point
+    quantum ``2**-bits`` after every layer, and gradients equal autograd's up to that rounding.
+    A value leaving the fixed-point range, or NaN/inf, raises
+    :class:`secondorder.exact.FixedPointOverflowError` (a ``ValueError``).
+    """
+
+    def __init__(self, functions, gamma=0.9, backward="autograd", init_velocity=None, fixed_point_bits=None):
+        super().__init__()
+        check_choice("backward", backward, BACKWARDS)
+        check_gamma(gamma, invertible=backward != "autograd")
+        if init_velocity is not None and not callable(init_velocity):
+            raise TypeError(f"init_velocity must be a module or callable, got {type(init_velocity).__name__}.")
+        if fixed_point_bits is not None:
+            _exact.FixedPoint(torch.float32, fixed_point_bits)  # validates the value
+        self.functions = _module_list(functions)
+        if isinstance(gamma, nn.Parameter):
+            self.gamma = gamma
+        else:
+            self.gamma = float(gamma)
+        self.backward = backward
+        self.init_velocity = init_velocity
+        self.fixed_point_bits = fixed_point_bits
+
+    def extra_repr(self):
+        g = "learnable" if isinstance(self.gamma, nn.Parameter) else self.gamma
+        return f"depth={len(self.functions)}, gamma={g}, backward={self.backward!r}"
+
+    def exact_gamma(self) -> Fraction:
+        """The rational ``n/d`` that exact mode uses for the current gamma."""
+        return _exact.rational_gamma(float(self.gamma))
+
+    def _start(self, x, v0):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}.")
+        if v0 is not None:
+            return _check_velocity(v0, x)
+        if self.init_velocity is not None:
+            return _check_velocity(self.init_velocity(x), x)
+        return torch.zeros_like(x)
+
+    def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        check_gamma(self.gamma, invertible=self.backward != "autograd")  # a learned gamma may drift
+        v = self._start(x, v0)
+        if self.backward == "autograd":
+            for n, f in enumerate(self.functions):
+                x, v = momentum_step(x, v, _call(f, n, x, args, kwargs), self.gamma)
+        else:
+            x, v = momentum_memory_free(
+                self.functions, x, v, self.gamma, args, kwargs, self.backward, self.fixed_point_bits
+            )
+        return (x, v) if return_velocity else x
+
+    def trajectory(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        """All layer states in float arithmetic: ``xs`` of shape ``(depth + 1, *x.shape)``
+        (and ``vs`` of the same shape with ``return_velocity=True``)."""
+        v = self._start(x, v0)
+        xs, vs = [x], [v]
+        for n, f in enumerate(self.functions):
+            x, v = momentum_step(x, v, _call(f, n, x, args, kwargs), self.gamma)
+            xs.append(x)
+            vs.append(v)
+        return (torch.stack(xs), torch.stack(vs)) if return_velocity else torch.stack(xs)
+
+    def inverse(self, x, v, *args, **kwargs):
+        """Reconstruct ``(x_0, v_0)`` from ``(x_N, v_N)`` by the float inverse::
+
+            x_n = x_{n+1} - v_{n+1};   v_n = (v_{n+1} - (1 - gamma) f_n(x_n)) / gamma
+
+        Each division by gamma multiplies the rounding error already present by ``1/gamma``, so the
+        error grows like ``gamma**-N`` times the dtype's epsilon (float32, gamma = 0.9: about 0.1
+        relative at N = 100, overflow to NaN near N = 1000). In the ODE scaling
+        ``gamma = 1 - T/(N eps)`` it stays bounded by about ``exp(T/eps)``. For a bit-exact round
+        trip use :func:`secondorder.exact_roundtrip` (fixed point with a bit store).
+        """
+        check_gamma(self.gamma, invertible=True)
+        for n in reversed(range(len(self.functions))):
+            f = self.functions[n]
+            x, v = momentum_inverse(x, v, lambda z, f=f, n=n: _call(f, n, z, args, kwargs), self.gamma)
+        return x, v
+
+
+class RevNet(nn.Module):
+    """RevNet with additive coupling (Gomez et al., NeurIPS 2017)::
+
+        x = (x1, x2)  split along ``dim``;   y1 = x1 + F_n(x2);   y2 = x2 + G_n(y1)
+
+    ``dim`` defaults to 1: the channel dimension of ``(N, C, ...)`` feature maps and the feature
+    dimension of ``(N, D)`` inputs; pass ``dim=-1`` for ``(N, L, D)`` sequences. ``x1`` takes the
+    first ``size // 2`` entries, ``x2`` the rest; ``F_n`` maps an ``x2``-shaped tensor to an
+    ``x1``-shaped one and ``G_n`` the reverse. ``backward`` as for :class:`MomentumResNet` (the
+    coupling is invertible without a bit store: exact mode only quantizes).
+    """
+
+    def __init__(self, F_functions, G_functions, backward="autograd", dim=1, fixed_point_bits=None):
+        super().__init__()
+        check_choice("backward", backward, BACKWARDS)
+        self.F = _module_list(F_functions, "F_functions")
+        self.G = _module_list(G_functions, "G_functions")
+        if len(self.F) != len(self.G):
+            raise ValueError(f"F_functions has {len(self.F)} modules and G_functions {len(self.G)}; they must have the same length.")
+        if fixed_point_bits is not None:
+            _exact.FixedPoint(torch.float32, fixed_point_bits)
+        self.backward = backward
+        self.dim = dim
+        self.fixed_point_bits = fixed_point_bits
+
+    def extra_repr(self):
+        return f"depth={len(self.F)}, dim={self.dim}, backward={self.backward!r}"
+
+    def _split(self, x):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}.")
+        if x.dim() == 0 or not (-x.dim() <= self.dim < x.dim()):
+            raise ValueError(f"dim == {self.dim} is out of range for an input of shape {tuple(x.shape)}.")
+        size = x.shape[self.dim]
+        if size < 2:
+            raise ValueError(f"the split dimension dim={self.dim} of x has size {size}; a RevNet needs at least 2.")
+        k = size // 2
+        return x.narrow(self.dim, 0, k), x.narrow(self.dim, k, size - k)
+
+    def _coupled(self, F, G, n, args, kwargs):
+        def f(z, like):
+            out = F(z, *args, **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"F function {n} returned {type(out).__name__}, expected a tensor.")
+            check_shape(n, out.shape, like.shape, "F function")
+            return out
+
+        def g(z, like):
+            out = G(z, *args, **kwargs)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"G function {n} returned {type(out).__name__}, expected a tensor.")
+            check_shape(n, out.shape, like.shape, "G function")
+            return out
+
+        return f, g
+
+    def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        if v0 is not None or return_velocity:
+            raise ValueError("v0 / return_velocity: a RevNet has no velocity state.")
+        x1, x2 = self._split(x)
+        if self.backward == "autograd":
+            for n, (F, G) in enumerate(zip(self.F, self.G)):
+                f, g = self._coupled(F, G, n, args, kwargs)
+                x1, x2 = coupling_step(x1, x2, lambda z: f(z, x1), lambda z: g(z, x2))
+        else:
+            x1, x2 = coupling_memory_free(
+                self.F, self.G, x1, x2, args, kwargs, self.backward, self.fixed_point_bits
+            )
+        return torch.cat([x1, x2], dim=self.dim)
+
+    def trajectory(self, x, *args, **kwargs):
+        """All layer states (float arithmetic), shape ``(depth + 1, *x.shape)``."""
+        x1, x2 = self._split(x)
+        xs = [x]
+        for n, (F, G) in enumerate(zip(self.F, self.G)):
+            f, g = self._coupled(F, G, n, args, kwargs)
+            x1, x2 = coupling_step(x1, x2, lambda z: f(z, x1), lambda z: g(z, x2))
+            xs.append(torch.cat([x1, x2], dim=self.dim))
+        return torch.stack(xs)
+
+    def inverse(self, y, *args, **kwargs):
+        """Reconstruct ``x_0`` from ``y = x_N`` by the float inverse ``x2 = y2 - G(y1)``,
+        ``x1 = y1 - F(x2)``. No division: the rounding error grows only additively with depth
+        (times the Lipschitz constants of F and G)."""
+        y1, y2 = self._split(y)
+        for n in reversed(range(len(self.F))):
+            f, g = self._coupled(self.F[n], self.G[n], n, args, kwargs)
+            y1, y2 = coupling_inverse(y1, y2, lambda z: f(z, y1), lambda z: g(z, y2))
+        return torch.cat([y1, y2], dim=self.dim)

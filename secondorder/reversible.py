@@ -1,0 +1,389 @@
+"""Memory-free backprop: autograd Functions that store no activations.
+
+The forward pass runs without building a graph and keeps only the last state; the backward pass
+walks the layers in reverse, reconstructs each layer's input with the inverse of its update rule,
+recomputes the residual function with gradients enabled and applies its vector-Jacobian product.
+
+Two arithmetics reconstruct the states (the ``backward`` argument of the models):
+
+- ``"exact"``: positions and velocities held as int64 fixed point with a bit store
+  (:mod:`secondorder.exact`); the reconstruction is bit-exact at any depth.
+- ``"float"``: the naive floating-point inverse. Its error grows like ``gamma**-N`` for a Momentum
+  ResNet (THEORY.md section 6); kept as the cautionary baseline.
+
+Recomputation replays the RNG state each residual function consumed in the forward pass (dropout
+masks are identical) and restores every buffer a recomputation touches (BatchNorm running
+statistics are updated once, by the forward pass, as with plain autograd).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import exact as _exact
+from ._checks import check_shape
+from .steps import momentum_step
+
+__all__ = ["momentum_memory_free", "coupling_memory_free"]
+
+
+# --------------------------------------------------------------------------------------------
+# What both Functions share: calling residual functions, replaying RNG, protecting buffers,
+# and accumulating vector-Jacobian products into parameters and extra tensor arguments.
+# --------------------------------------------------------------------------------------------
+class _Layers:
+    def __init__(self, functions, args, kwargs, device, labels=None):
+        self.functions = list(functions)
+        # labels[n] = (kind, index) used in error messages, e.g. ("residual function", 3)
+        self.labels = labels or [("residual function", n) for n in range(len(self.functions))]
+        self.params = []  # unique parameters needing a gradient, in a fixed order
+        index = {}
+        self.layer_params = []  # per layer: positions into self.params
+        for f in self.functions:
+            pos = []
+            for p in f.parameters() if isinstance(f, nn.Module) else ():
+                if p.requires_grad:
+                    if id(p) not in index:
+                        index[id(p)] = len(self.params)
+                        self.params.append(p)
+                    pos.append(index[id(p)])
+            self.layer_params.append(pos)
+        # extra arguments: top-level tensors of args/kwargs that need a gradient become inputs
+        self.args, self.kwargs = list(args), dict(kwargs)
+        self.extra = []  # (key, tensor) with key an int (position) or str (keyword)
+        for i, a in enumerate(self.args):
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                self.extra.append((i, a))
+        for k, a in self.kwargs.items():
+            if isinstance(a, torch.Tensor) and a.requires_grad:
+                self.extra.append((k, a))
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.rng = [None] * len(self.functions)
+        self.buffers = [list(f.buffers()) if isinstance(f, nn.Module) else [] for f in self.functions]
+
+    def inputs(self):
+        """Tensors handed to ``Function.apply`` after the state: extra arguments, then parameters."""
+        return [a for _, a in self.extra] + self.params
+
+    # -- forward ------------------------------------------------------------------------------
+    def _rng_state(self):
+        cpu = torch.get_rng_state()
+        gpu = torch.cuda.get_rng_state(self.device) if self.cuda else None
+        return cpu, gpu
+
+    def call_forward(self, n, x, like=None):
+        """``f_n(x, *args, **kwargs)`` in the forward pass; remembers the RNG state if ``f_n`` drew from it."""
+        before = self._rng_state()
+        out = self.functions[n](x, *self.args, **self.kwargs)
+        _check_output(self.labels[n], out, x if like is None else like)
+        after = self._rng_state()
+        if not torch.equal(before[0], after[0]) or (self.cuda and not torch.equal(before[1], after[1])):
+            self.rng[n] = before
+        return out
+
+    # -- backward -----------------------------------------------------------------------------
+    def begin_backward(self):
+        self.grads = [None] * (len(self.extra) + len(self.params))
+        self._grad_args, self._grad_kwargs = list(self.args), dict(self.kwargs)
+        self._extra_detached = []
+        for key, a in self.extra:
+            d = a.detach().requires_grad_(True)
+            self._extra_detached.append(d)
+            if isinstance(key, int):
+                self._grad_args[key] = d
+            else:
+                self._grad_kwargs[key] = d
+
+    def call_backward(self, n, x):
+        """Recompute ``f_n(x)`` with gradients, with the forward's RNG state, buffers untouched."""
+        f = self.functions[n]
+        saved = [b.detach().clone() for b in self.buffers[n]]
+        try:
+            with torch.enable_grad():
+                if self.rng[n] is None:
+                    return f(x, *self._grad_args, **self._grad_kwargs)
+                devices = [self.device] if self.cuda else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.set_rng_state(self.rng[n][0])
+                    if self.cuda:
+                        torch.cuda.set_rng_state(self.rng[n][1], self.device)
+                    return f(x, *self._grad_args, **self._grad_kwargs)
+        finally:
+            with torch.no_grad():
+                for b, s in zip(self.buffers[n], saved):
+                    b.copy_(s)
+
+    def vjp(self, n, out, x, grad):
+        """Return ``(d out / d x)^T grad``; accumulate the parameters' and extra arguments' parts."""
+        params = [self.params[i] for i in self.layer_params[n]]
+        wrt = [x] + params + self._extra_detached
+        gs = torch.autograd.grad(out, wrt, grad, allow_unused=True)
+        gx = gs[0] if gs[0] is not None else torch.zeros_like(x)
+        ne = len(self.extra)
+        for i, g in zip(self.layer_params[n], gs[1 : 1 + len(params)]):
+            if g is not None:
+                j = ne + i
+                self.grads[j] = g if self.grads[j] is None else self.grads[j] + g
+        for j, g in enumerate(gs[1 + len(params) :]):
+            if g is not None:
+                self.grads[j] = g if self.grads[j] is None else self.grads[j] + g
+        return gx
+
+
+def _check_output(label, out, like):
+    what, n = label
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what} {n} returned {type(out).__name__}, expected a tensor.")
+    check_shape(n, out.shape, like.shape, what)
+
+
+class _Checks:
+    """Range and finiteness checks of the exact path, evaluated lazily (one sync per pass)."""
+
+    def __init__(self, fmt):
+        self.fmt = fmt
+        self.maxima = []  # (what, layer, 0-dim tensor of max |value|)
+
+    def add(self, what, layer, t):
+        self.maxima.append((what, layer, t.detach().abs().amax() if t.numel() else t.new_zeros(())))
+
+    def raise_if_bad(self):
+        if not self.maxima:
+            return
+        m = torch.stack([t.to(torch.float64) for _, _, t in self.maxima])
+        bad = ~(m < self.fmt.max_abs)  # NaN compares False: caught too
+        if bool(bad.any()):
+            i = int(torch.nonzero(bad)[0])
+            what, layer, _ = self.maxima[i]
+            raise self.fmt.overflow_error(what, layer, float(m[i]))
+        self.maxima.clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Momentum ResNet
+# --------------------------------------------------------------------------------------------
+class _FloatMomentum:
+    """Float states; the inverse divides by gamma (error grows like gamma**-N)."""
+
+    def __init__(self, gamma, x):
+        self.gamma = gamma
+
+    def encode(self, x, v):
+        self.x, self.v = x, v
+
+    def x_float(self):
+        return self.x
+
+    def v_float(self):
+        return self.v
+
+    def step(self, n, fx):
+        self.x, self.v = momentum_step(self.x, self.v, fx, self.gamma)
+
+    def unstep_x(self):
+        self.x = self.x - self.v
+
+    def unstep_v(self, n, fx):
+        self.v = (self.v - (1 - self.gamma) * fx) / self.gamma
+
+    def finish_forward(self):
+        pass
+
+
+class _ExactMomentum:
+    """int64 fixed-point states with a bit store; the inverse is bit-exact."""
+
+    def __init__(self, gamma, x, bits=None):
+        self.gamma = gamma
+        self.c = 1 - gamma  # the same float factor the autograd path multiplies f by
+        self.frac = _exact.rational_gamma(gamma)
+        self.fmt = _exact.FixedPoint(x.dtype, bits)
+        self.checks = _Checks(self.fmt)
+
+    def encode(self, x, v):
+        self.checks.add("the input x", 0, x)
+        self.checks.add("the initial velocity v0", 0, v)
+        self.checks.raise_if_bad()
+        self.X, self.V = self.fmt.quantize(x), self.fmt.quantize(v)
+        self.store = _exact.BitStore(self.V, self.frac)
+
+    def x_float(self):
+        return self.fmt.dequantize(self.X)
+
+    def v_float(self):
+        return self.fmt.dequantize(self.V)
+
+    def _term(self, n, fx, check):
+        term = self.c * fx
+        if check:
+            self.checks.add("(1 - gamma) * f(x)", n, term)
+        return self.fmt.quantize(term)
+
+    def step(self, n, fx):
+        self.V = self.store.mul(self.V) + self._term(n, fx, True)
+        self.X = self.X + self.V
+        self.checks.add("the state x", n + 1, self.X.to(torch.float64) * self.fmt.inv_scale)
+
+    def unstep_x(self):
+        self.X = self.X - self.V
+
+    def unstep_v(self, n, fx):
+        self.V = self.store.div(self.V - self._term(n, fx, False))
+
+    def finish_forward(self):
+        self.checks.raise_if_bad()
+
+
+class _MomentumFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, spec, x, v, gamma_t, *inputs):
+        layers, arith = spec["layers"], spec["arith"]
+        with torch.no_grad():
+            arith.encode(x, v)
+            for n in range(len(layers.functions)):
+                fx = layers.call_forward(n, arith.x_float())
+                arith.step(n, fx)
+            arith.finish_forward()
+            x_out, v_out = arith.x_float(), arith.v_float()
+        ctx.spec = spec
+        ctx.gamma_needs_grad = gamma_t.requires_grad
+        ctx.gamma_shape = gamma_t.shape
+        if x_out is x:  # depth 0 (Function outputs must not alias inputs)
+            x_out, v_out = x_out.clone(), v_out.clone()
+        return x_out, v_out
+
+    @staticmethod
+    def backward(ctx, gx, gv):
+        spec = ctx.spec
+        layers, arith = spec["layers"], spec["arith"]
+        if arith is None:
+            raise RuntimeError(
+                "backward through a memory-free Momentum ResNet ran twice; its states are consumed "
+                "by the first backward (retain_graph=True is not supported in this mode)."
+            )
+        spec["arith"] = None
+        gamma = arith.gamma
+        layers.begin_backward()
+        g_gamma = torch.zeros((), dtype=torch.float64, device=gx.device)
+        for n in reversed(range(len(layers.functions))):
+            arith.unstep_x()
+            x = arith.x_float().detach().requires_grad_(True)
+            fx = layers.call_backward(n, x)
+            with torch.no_grad():
+                arith.unstep_v(n, fx.detach())
+            g_tot = gx + gv  # gradient reaching v_{n+1}
+            if ctx.gamma_needs_grad:  # v_{n+1} = gamma v_n + (1-gamma) f  =>  d/dgamma = v_n - f
+                g_gamma += (g_tot * (arith.v_float() - fx.detach())).sum().to(torch.float64)
+            gx = gx + layers.vjp(n, fx, x, (1 - gamma) * g_tot)
+            gv = gamma * g_tot
+        g_gamma_out = g_gamma.reshape(ctx.gamma_shape) if ctx.gamma_needs_grad else None
+        return (None, gx, gv, g_gamma_out, *layers.grads)
+
+
+def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None):
+    """Run a Momentum ResNet storing no activations (``mode`` is ``"exact"`` or ``"float"``).
+
+    ``gamma`` is a float or a 0-dim tensor (e.g. a learnable parameter). Returns ``(x_N, v_N)``.
+    """
+    g = float(gamma)
+    layers = _Layers(functions, args, kwargs, x.device)
+    arith = _ExactMomentum(g, x, bits) if mode == "exact" else _FloatMomentum(g, x)
+    gamma_t = gamma if isinstance(gamma, torch.Tensor) else torch.tensor(g, dtype=x.dtype, device=x.device)
+    spec = {"layers": layers, "arith": arith}
+    return _MomentumFunction.apply(spec, x, v, gamma_t, *layers.inputs())
+
+
+# --------------------------------------------------------------------------------------------
+# RevNet (additive coupling), as 2N half steps  a <- a + h(b)  with alternating roles
+# --------------------------------------------------------------------------------------------
+class _FloatCoupling:
+    def encode(self, x1, x2):
+        self.s = [x1, x2]
+
+    def get(self, i):
+        return self.s[i]
+
+    def add(self, i, n, h):
+        self.s[i] = self.s[i] + h
+
+    def sub(self, i, n, h):
+        self.s[i] = self.s[i] - h
+
+    def finish_forward(self):
+        pass
+
+
+class _ExactCoupling:
+    def __init__(self, x, bits=None):
+        self.fmt = _exact.FixedPoint(x.dtype, bits)
+        self.checks = _Checks(self.fmt)
+
+    def encode(self, x1, x2):
+        self.checks.add("the input x", 0, x1)
+        self.checks.add("the input x", 0, x2)
+        self.checks.raise_if_bad()
+        self.s = [self.fmt.quantize(x1), self.fmt.quantize(x2)]
+
+    def get(self, i):
+        return self.fmt.dequantize(self.s[i])
+
+    def add(self, i, n, h):
+        self.checks.add("a coupling function's output", n, h)
+        self.s[i] = self.s[i] + self.fmt.quantize(h)
+        self.checks.add("the state x", n + 1, self.s[i].to(torch.float64) * self.fmt.inv_scale)
+
+    def sub(self, i, n, h):
+        self.s[i] = self.s[i] - self.fmt.quantize(h)
+
+    def finish_forward(self):
+        self.checks.raise_if_bad()
+
+
+class _CouplingFunction(torch.autograd.Function):
+    """Half step k (k = 0 .. 2N-1): target ``t = k % 2`` gets ``h_k(state[1 - t])`` added."""
+
+    @staticmethod
+    def forward(ctx, spec, x1, x2, *inputs):
+        layers, arith = spec["layers"], spec["arith"]
+        with torch.no_grad():
+            arith.encode(x1, x2)
+            for k in range(len(layers.functions)):
+                t = k % 2
+                h = layers.call_forward(k, arith.get(1 - t), like=arith.s[t])
+                arith.add(t, k // 2, h)
+            arith.finish_forward()
+            y1, y2 = arith.get(0), arith.get(1)
+        if y1 is x1:
+            y1, y2 = y1.clone(), y2.clone()
+        ctx.spec = spec
+        return y1, y2
+
+    @staticmethod
+    def backward(ctx, g1, g2):
+        spec = ctx.spec
+        layers, arith = spec["layers"], spec["arith"]
+        if arith is None:
+            raise RuntimeError("backward through a memory-free RevNet ran twice (retain_graph is not supported).")
+        spec["arith"] = None
+        layers.begin_backward()
+        g = [g1, g2]
+        for k in reversed(range(len(layers.functions))):
+            t = k % 2
+            b = arith.get(1 - t).detach().requires_grad_(True)
+            h = layers.call_backward(k, b)
+            with torch.no_grad():
+                arith.sub(t, k // 2, h.detach())
+            g[1 - t] = g[1 - t] + layers.vjp(k, h, b, g[t])
+        return (None, g[0], g[1], *layers.grads)
+
+
+def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, bits=None):
+    """Run a RevNet storing no activations (``mode`` is ``"exact"`` or ``"float"``); return ``(y1, y2)``."""
+    interleaved = [h for pair in zip(F_functions, G_functions) for h in pair]
+    labels = [(f"{'FG'[k % 2]} function", k // 2) for k in range(len(interleaved))]
+    layers = _Layers(interleaved, args, kwargs, x1.device, labels)
+    arith = _ExactCoupling(x1, bits) if mode == "exact" else _FloatCoupling()
+    spec = {"layers": layers, "arith": arith}
+    return _CouplingFunction.apply(spec, x1, x2, *layers.inputs())
