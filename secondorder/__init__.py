@@ -16,3 +16,4 @@ from .nets import ResNet as ResNet
 from .nets import RevNet as RevNet
 from .ode import NeuralODE as NeuralODE
 from .ode import SecondOrderODE as SecondOrderODE
+from .reversible import exact_roundtrip as exact_roundtrip

@@ -25,7 +25,7 @@ from . import exact as _exact
 from ._checks import check_shape
 from .steps import momentum_step
 
-__all__ = ["momentum_memory_free", "coupling_memory_free"]
+__all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -387,3 +387,59 @@ def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, b
     arith = _ExactCoupling(x1, bits) if mode == "exact" else _FloatCoupling()
     spec = {"layers": layers, "arith": arith}
     return _CouplingFunction.apply(spec, x1, x2, *layers.inputs())
+
+
+# --------------------------------------------------------------------------------------------
+# Round trip in fixed point, for tests and teaching
+# --------------------------------------------------------------------------------------------
+@torch.no_grad()
+def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
+    """Run ``net`` (a MomentumResNet or RevNet) forward in exact fixed point, then invert it.
+
+    Returns a dict: ``x_N`` (and ``v_N`` for momentum) the forward output, ``x0``/``v0`` the
+    reconstructed input (floats), ``bit_exact`` whether the reconstructed int64 states equal the
+    quantized input bit for bit, ``store_bytes`` the bit store's size at the end of the forward
+    pass and ``spills`` when it was spilled. ``bits`` defaults to ``net.fixed_point_bits``.
+    """
+    from .nets import MomentumResNet, RevNet
+
+    bits = net.fixed_point_bits if bits is None else bits
+    if isinstance(net, MomentumResNet):
+        from ._checks import check_gamma
+
+        gamma = check_gamma(net.gamma, invertible=True)
+        v = net._start(x, v0)
+        layers = _Layers(net.functions, args, kwargs, x.device)
+        arith = _ExactMomentum(gamma, x, bits)
+        arith.encode(x, v)
+        X0, V0 = arith.X.clone(), arith.V.clone()
+        for n in range(len(layers.functions)):
+            arith.step(n, layers.call_forward(n, arith.x_float()))
+        arith.finish_forward()
+        out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
+               "spills": arith.store.spills}
+        layers.begin_backward()
+        for n in reversed(range(len(layers.functions))):
+            arith.unstep_x()
+            arith.unstep_v(n, layers.call_backward(n, arith.x_float()))
+        out.update(x0=arith.x_float(), v0=arith.v_float(),
+                   bit_exact=bool(torch.equal(arith.X, X0) and torch.equal(arith.V, V0)))
+        return out
+    if isinstance(net, RevNet):
+        x1, x2 = net._split(x)
+        interleaved = [h for pair in zip(net.F, net.G) for h in pair]
+        layers = _Layers(interleaved, args, kwargs, x.device)
+        arith = _ExactCoupling(x, bits)
+        arith.encode(x1, x2)
+        S0 = [s.clone() for s in arith.s]
+        for k in range(len(interleaved)):
+            arith.add(k % 2, k // 2, layers.call_forward(k, arith.get(1 - k % 2), like=arith.s[k % 2]))
+        arith.finish_forward()
+        out = {"x_N": torch.cat([arith.get(0), arith.get(1)], net.dim), "store_bytes": 0, "spills": []}
+        layers.begin_backward()
+        for k in reversed(range(len(interleaved))):
+            arith.sub(k % 2, k // 2, layers.call_backward(k, arith.get(1 - k % 2)))
+        out.update(x0=torch.cat([arith.get(0), arith.get(1)], net.dim),
+                   bit_exact=all(torch.equal(a, b) for a, b in zip(arith.s, S0)))
+        return out
+    raise TypeError(f"exact_roundtrip needs a MomentumResNet or RevNet, got {type(net).__name__}.")

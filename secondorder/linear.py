@@ -1,0 +1,731 @@
+"""Which linear maps a second-order model can represent (THEORY.md section 3).
+
+With a constant linear residual function ``F(x) = theta x`` the second-order ODE
+``eps x'' + x' = theta x``, ``x(0) = x0``, ``x'(0) = 0`` maps ``x0`` to
+``x(t1) = Psi(theta, eps, t1) x0``, where ``Psi`` is the primary matrix function of the entire
+scalar function :func:`psi`. ``eps = 0`` is the Neural ODE / ResNet limit, ``Psi = expm(t1 theta)``.
+
+Public functions:
+
+- :func:`psi` the scalar map, :func:`Psi` the matrix map (numpy or torch in, same kind out);
+- :func:`m_eps` the minimum of ``psi`` on the real line and where it is attained;
+- :func:`represent` a real ``theta`` with ``Psi(theta) = D`` (or ``c D``, ``scale="auto"``);
+- :func:`is_representable` the criterion; :class:`NotRepresentableError` says why not.
+
+Time scaling: substituting ``t = t1 tau`` gives ``(eps/t1) y'' + y' = (t1 theta) y`` for
+``y(tau) = x(t1 tau)``, so ``psi(lam, eps, t1) = psi(t1 lam, eps/t1, 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+import torch
+
+from ._checks import check_eps
+
+__all__ = ["psi", "Psi", "m_eps", "represent", "is_representable", "NotRepresentableError"]
+
+_SERIES_TERMS = 14  # |u| <= 1: the k-th term is below 1/(2k+1)!, 1/29! ~ 1e-31
+
+
+class NotRepresentableError(ValueError):
+    """``D`` is not ``Psi_eps(theta)`` for any real ``theta``; the message says which eigenvalue
+    breaks which bound."""
+
+
+# ----------------------------------------------------------------------------------------------
+# scalar psi
+
+
+def _t1(t1):
+    if isinstance(t1, bool) or not isinstance(t1, numbers.Real) or not (0 < float(t1) < math.inf):
+        raise ValueError(f"t1 == {t1!r}, must be a finite number > 0.")
+    return float(t1)
+
+
+def _xp(x):
+    return torch if isinstance(x, torch.Tensor) else np
+
+
+def _series(u, xp):
+    """``C(u) = cosh(sqrt u)``, ``S(u) = sinh(sqrt u)/sqrt u`` and ``S'(u)`` for ``|u| <= 1``."""
+    C = xp.zeros_like(u) + 1.0
+    S = xp.zeros_like(u) + 1.0
+    dS = xp.zeros_like(u) + 1.0 / 6.0
+    term = xp.ones_like(u)
+    for k in range(1, _SERIES_TERMS):
+        term = term * u
+        C = C + term / float(math.factorial(2 * k))
+        S = S + term / float(math.factorial(2 * k + 1))
+        dS = dS + term * ((k + 1) / float(math.factorial(2 * k + 3)))
+    return C, S, dS
+
+
+def _psi_unit(lam, eps, xp):
+    """``psi(lam, eps, t1=1)`` for ``eps > 0`` on an array ``lam`` (real or complex).
+
+    With ``a = 1/(2 eps)``, ``s2 = 1 + 4 eps lam``, ``u = a^2 s2``:
+    ``psi = e^{-a} (C(u) + a S(u))`` (series) where ``|u| <= 1``; elsewhere
+    ``psi = (1 + 1/s)/2 exp(2 lam/(1+s)) + (1 - 1/s)/2 exp(-(1+s) a)``, ``s = sqrt(s2)``
+    (principal root, no overflow for tiny ``eps``) or, for real ``s2 < 0``,
+    ``psi = e^{-a} (cos(a w) + sin(a w)/w)``, ``w = sqrt(-s2)``.
+    """
+    a = 1.0 / (2.0 * eps)
+    s2 = 1.0 + 4.0 * eps * lam
+    small = xp.abs(s2) <= 4.0 * eps * eps
+    u = xp.where(small, s2, xp.zeros_like(s2)) / (4.0 * eps * eps)
+    C, S, _ = _series(u, xp)
+    p_small = math.exp(-a) * C + (a * math.exp(-a)) * S
+    complex_in = lam.is_complex() if xp is torch else np.iscomplexobj(lam)
+    if complex_in:
+        big = ~small
+        s = xp.sqrt(xp.where(big, s2, xp.ones_like(s2)))
+        lam_b = xp.where(big, lam, xp.zeros_like(lam))
+        p_big = 0.5 * (1 + 1 / s) * xp.exp(2 * lam_b / (1 + s)) + 0.5 * (1 - 1 / s) * xp.exp(-(1 + s) * a)
+        return xp.where(small, p_small, p_big)
+    pos = (~small) & (s2 > 0)
+    neg = (~small) & (s2 < 0)
+    s = xp.sqrt(xp.where(pos, s2, xp.ones_like(s2)))
+    lam_p = xp.where(pos, lam, xp.zeros_like(lam))
+    p_pos = 0.5 * (1 + 1 / s) * xp.exp(2 * lam_p / (1 + s)) + 0.5 * (1 - 1 / s) * xp.exp(-(1 + s) * a)
+    w = xp.sqrt(xp.where(neg, -s2, xp.ones_like(s2)))
+    p_neg = math.exp(-a) * (xp.cos(a * w) + xp.sin(a * w) / w)
+    return xp.where(small, p_small, xp.where(pos, p_pos, p_neg))
+
+
+def psi(lam, eps, t1=1.0):
+    """The scalar time-``t1`` map of ``eps x'' + x' = lam x``, ``x(0) = 1``, ``x'(0) = 0``.
+
+    ``psi = e^{-a} (cosh(a s) + sinh(a s)/s)``, ``s = sqrt(1 + 4 eps lam)``, ``a = 1/(2 eps)``
+    at ``t1 = 1``; ``psi(lam, eps, t1) = psi(t1 lam, eps/t1, 1)``; ``eps = 0`` gives
+    ``exp(t1 lam)``. Evaluated without overflow for tiny and huge ``eps`` (see
+    :func:`_psi_unit`).
+
+    Args:
+        lam: real or complex number, numpy array or torch tensor (any shape).
+        eps: float >= 0.  t1: float > 0 (the horizon).
+    Returns:
+        same kind and shape as ``lam`` (a Python/numpy scalar for a scalar); real for real
+        ``lam``. Torch inputs keep their dtype and are differentiable.
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    scalar = not isinstance(lam, (torch.Tensor, np.ndarray))
+    if scalar:
+        lam = np.asarray(lam, dtype=np.complex128 if isinstance(lam, complex) else np.float64)
+    elif isinstance(lam, np.ndarray) and not (np.iscomplexobj(lam) or lam.dtype.kind == "f"):
+        lam = lam.astype(np.float64)
+    elif isinstance(lam, torch.Tensor) and not (lam.is_complex() or lam.is_floating_point()):
+        lam = lam.to(torch.get_default_dtype())
+    xp = _xp(lam)
+    lam = lam * t1
+    out = xp.exp(lam) if eps == 0 else _psi_unit(lam, eps / t1, xp)
+    return out[()] if scalar else out
+
+
+def _dpsi(lam, eps, t1=1.0):
+    """``d psi / d lam`` (numpy, real or complex ``lam``).
+
+    At ``t1 = 1``: ``psi' = (1/eps) e^{-a} (S(u)/2 + a S'(u))`` with ``S'(u) = (C - S)/(2u)``
+    off the series disc; ``psi'(lam, eps, t1) = t1 psi'(t1 lam, eps/t1, 1)``.
+    """
+    lam = np.asarray(lam) * t1
+    if eps == 0:
+        return t1 * np.exp(lam)
+    eps = eps / t1
+    a = 1.0 / (2.0 * eps)
+    lamc = lam.astype(np.complex128)
+    s2 = 1.0 + 4.0 * eps * lamc
+    small = np.abs(s2) <= 4.0 * eps * eps
+    u = np.where(small, s2, 0) / (4.0 * eps * eps)
+    C, S, dS = _series(u, np)
+    d_small = 2 * a * math.exp(-a) * (S / 2 + a * dS)
+    with np.errstate(all="ignore"):
+        s = np.sqrt(np.where(small, 1, s2))
+        w = a * s
+        r1 = 2 * np.where(small, 0, lamc) / (1 + s)
+        r2 = -(1 + s) * a
+        eC = (np.exp(r1) + np.exp(r2)) / 2
+        eS = (np.exp(r1) - np.exp(r2)) / (2 * w)
+        d_big = 2 * a * (eS / 2 + a * (eC - eS) / (2 * w * w))
+    d = np.where(small, d_small, d_big) * t1
+    return d if np.iscomplexobj(np.asarray(lam)) else d.real
+
+
+# ----------------------------------------------------------------------------------------------
+# matrix Psi
+
+
+def _expm(A, xp):
+    return torch.linalg.matrix_exp(A) if xp is torch else scipy.linalg.expm(A)
+
+
+def _norm1(A, xp):
+    if xp is torch:
+        return float(A.detach().abs().sum(-2).amax()) if A.numel() else 0.0
+    return float(np.abs(A).sum(-2).max()) if A.size else 0.0
+
+
+def _eye_like(A, xp):
+    n = A.shape[-1]
+    if xp is torch:
+        return torch.eye(n, dtype=A.dtype, device=A.device).expand(A.shape)
+    return np.broadcast_to(np.eye(n, dtype=A.dtype), A.shape)
+
+
+def _sqrtm_near_identity(A, xp):
+    """Principal square root of ``A`` (spectrum near 1) by the Denman-Beavers iteration."""
+    inv = torch.linalg.inv if xp is torch else np.linalg.inv
+    Y, Z = A, _eye_like(A, xp)
+    for _ in range(60):
+        Y, Z = (Y + inv(Z)) / 2, (Z + inv(Y)) / 2
+        if _norm1(Y @ Y - A, xp) <= 1e-15 * max(1.0, _norm1(A, xp)):
+            break
+    return Y
+
+
+def _Psi_stiff(theta, eps, xp):
+    """``Psi`` for small ``eps`` with ``4 eps |theta| <= 1/2`` (``t1 = 1``), no stiff exponential:
+    ``S = sqrt(I + 4 eps theta)``,
+    ``Psi = (I + S^-1)/2 expm(2 theta (I+S)^-1) + (I - S^-1)/2 expm(-(I+S)/(2 eps))``."""
+    inv = torch.linalg.inv if xp is torch else np.linalg.inv
+    I = _eye_like(theta, xp)
+    S = _sqrtm_near_identity(I + 4 * eps * theta, xp)
+    Si = inv(S)
+    R1 = 2 * theta @ inv(I + S)
+    return (I + Si) / 2 @ _expm(R1, xp) + (I - Si) / 2 @ _expm(-(I + S) / (2 * eps), xp)
+
+
+def _Psi_block(theta, eps, xp):
+    """``Psi`` (``t1 = 1``) as the top-left block of ``expm([[0, I], [theta/eps, -I/eps]])``:
+    the first-order system ``x' = u``, ``u' = (theta x - u)/eps`` from ``(x0, 0)``."""
+    d = theta.shape[-1]
+    I = _eye_like(theta, xp)
+    Z = xp.zeros_like(theta)
+    if xp is torch:
+        M = torch.cat([torch.cat([Z, I], -1), torch.cat([theta / eps, -I / eps], -1)], -2)
+    else:
+        M = np.concatenate([np.concatenate([Z, I], -1), np.concatenate([theta / eps, -I / eps], -1)], -2)
+    return _expm(M, xp)[..., :d, :d]
+
+
+def _Psi_eig(theta, eps, xp):
+    """``Psi = V diag(psi(w)) V^-1`` from ``theta = V diag(w) V^-1``; ``None`` when ``V`` is
+    ill-conditioned (cond > 1e6)."""
+    if xp is torch:
+        w, V = torch.linalg.eig(theta)
+        if float(torch.linalg.cond(V.detach()).abs().amax()) > 1e6:
+            return None
+        P = V @ torch.diag_embed(_psi_unit(w, eps, torch)) @ torch.linalg.inv(V)
+        return P.real if not theta.is_complex() else P
+    w, V = np.linalg.eig(theta)
+    if np.max(np.linalg.cond(V)) > 1e6:
+        return None
+    P = V @ (_psi_unit(w, eps, np)[..., None] * np.linalg.inv(V))
+    return P.real if not np.iscomplexobj(theta) else P
+
+
+def Psi(theta, eps, t1=1.0):
+    """The time-``t1`` map of ``eps x'' + x' = theta x``, ``x'(0) = 0``: ``x(t1) = Psi x(0)``.
+
+    ``Psi`` is the primary matrix function of :func:`psi`; ``eps = 0`` gives ``expm(t1 theta)``.
+    Any square ``theta`` (non-diagonalizable included), batched over leading dimensions.
+    With ``eps' = eps/t1``, ``theta' = t1 theta`` (the scaling of :func:`psi`):
+
+    - ``eps' >= 1e-2``, or ``4 eps' |theta'|_1 > 1/2`` with an ill-conditioned eigenbasis: top-left
+      block of ``expm([[0, I], [theta'/eps', -I/eps']])`` (the first-order system);
+    - ``eps' < 1e-2`` and ``4 eps' |theta'|_1 <= 1/2`` (stiff): the scaled closed form of
+      :func:`_Psi_stiff` (square root of ``I + 4 eps' theta'``, no ``1/eps`` in an exponential);
+    - otherwise ``V diag(psi(w)) V^-1``.
+
+    Args:
+        theta: ``(..., d, d)`` numpy array or torch tensor (float or complex).
+        eps: float >= 0.  t1: float > 0.
+    Returns:
+        ``(..., d, d)``, same kind and dtype as ``theta``; differentiable for torch.
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    xp = _xp(theta)
+    if xp is np:
+        theta = np.asarray(theta)
+        if not (np.iscomplexobj(theta) or theta.dtype.kind == "f"):
+            theta = theta.astype(np.float64)
+    if theta.ndim < 2 or theta.shape[-1] != theta.shape[-2]:
+        raise ValueError(f"theta must be a square matrix (..., d, d), got shape {tuple(theta.shape)}.")
+    theta = theta * t1
+    if eps == 0:
+        return _expm(theta, xp)
+    eps = eps / t1
+    if eps >= 1e-2:
+        return _Psi_block(theta, eps, xp)
+    if 4 * eps * _norm1(theta, xp) <= 0.5:
+        return _Psi_stiff(theta, eps, xp)
+    P = _Psi_eig(theta, eps, xp)
+    return _Psi_block(theta, eps, xp) if P is None else P
+
+
+# ----------------------------------------------------------------------------------------------
+# the minimum on the real line and the real inverse
+
+
+def m_eps(eps, t1=1.0):
+    """Minimum of ``psi(., eps, t1)`` on the real line and where it is attained: ``(m, lam*)``.
+
+    Below ``-1/(4 eps)`` (``t1 = 1``), ``psi = e^{-a} (cos phi + a sin(phi)/phi)`` with
+    ``phi = a sqrt(-1 - 4 eps lam)``; the first trough solves
+    ``-sin phi + a (phi cos phi - sin phi)/phi^2 = 0`` on ``[pi, 3 pi/2]``, and
+    ``lam* = -1/(4 eps) - eps phi^2``. The minimum depends only on ``eps/t1``; ``lam*`` scales
+    as ``1/t1``. ``-(1+a) e^{-a} < m <= -e^{-a}``, so ``-1 < m < 0``; for ``eps/t1 < ~1/1400``
+    ``m`` underflows to ``-0.0``. ``eps = 0``: the infimum of ``exp``, ``(0.0, -inf)``
+    (not attained).
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    if eps == 0:
+        return 0.0, -math.inf
+    e = eps / t1
+    a = 1.0 / (2.0 * e)
+
+    def slope(phi):
+        return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
+
+    phi = scipy.optimize.brentq(slope, math.pi, 1.5 * math.pi, xtol=1e-15, rtol=1e-15, maxiter=200)
+    lam = -1.0 / (4.0 * e) - e * phi * phi
+    m = math.exp(-a) * (math.cos(phi) + a * math.sin(phi) / phi)
+    return m, lam / t1
+
+
+def _g_real(mu, eps):
+    """Real inverse of ``psi(., eps)`` (``t1 = 1``) on ``[lam*, inf)`` for real ``mu >= m_eps``."""
+    if eps == 0:
+        return math.log(mu)
+    a = 1.0 / (2.0 * eps)
+    m, lam_star = m_eps(eps)
+    if mu <= m:
+        return lam_star
+    lam_c = -1.0 / (4.0 * eps)  # psi(lam_c) = (1 + a) e^{-a}
+    if mu < (1 + a) * math.exp(-a) or (a > 700 and mu <= 0):
+        # oscillating side: q(phi) = cos phi + a sin(phi)/phi decreases on [0, phi*] to m e^a
+        phi_star = math.sqrt((lam_c - lam_star) / eps)
+        target = mu * math.exp(a) if a <= 700 else 0.0
+
+        def q(phi):
+            return (math.cos(phi) + (a * math.sin(phi) / phi if phi > 0 else a)) - target
+
+        phi = scipy.optimize.brentq(q, 0.0, phi_star, xtol=1e-15, rtol=1e-15, maxiter=200)
+        return lam_c - eps * phi * phi
+
+    # increasing side lam >= lam_c: solve log psi(lam) = log mu (no overflow)
+    def logpsi(lam):
+        s = math.sqrt(max(1.0 + 4.0 * eps * lam, 0.0))
+        if a * s <= 1.0:
+            return math.log(float(_psi_unit(np.asarray(lam), eps, np)))
+        r1 = 2 * lam / (1 + s)
+        return r1 + math.log(0.5 * (1 + 1 / s) + 0.5 * (1 - 1 / s) * math.exp(-(1 + s) * a - r1))
+
+    target = math.log(mu)
+    hi = max(lam_c + 1.0, 2.0 * abs(target) + 1.0)
+    while logpsi(hi) < target:
+        hi = 2 * hi
+    lo = lam_c
+    if logpsi(lo) >= target:
+        return lo
+    return scipy.optimize.brentq(lambda x: logpsi(x) - target, lo, hi, xtol=1e-300, rtol=1e-15, maxiter=500)
+
+
+def _newton(mu, lam, eps, iters=60):
+    """Complex Newton for ``psi(lam) = mu``; returns the root or ``None``."""
+    tol = 1e-13 * max(1.0, abs(mu))
+    for _ in range(iters):
+        f = complex(psi(complex(lam), eps)) - mu
+        if not np.isfinite(f):
+            return None
+        if abs(f) <= tol:
+            # one more step for full accuracy
+            d = complex(_dpsi(complex(lam), eps))
+            return lam - f / d if d != 0 else lam
+        d = complex(_dpsi(complex(lam), eps))
+        if d == 0 or not np.isfinite(d):
+            return None
+        step = f / d
+        cap = 1.0 + abs(lam)
+        if abs(step) > cap:
+            step = step * cap / abs(step)
+        lam = lam - step
+    return None
+
+
+def _complex_preimage(mu, eps):
+    """A non-real ``lam`` with ``psi(lam, eps) = mu`` and ``psi'(lam) != 0`` (``t1 = 1``).
+
+    Tries Newton from a few starts, then follows ``mu`` along a straight path (continuation)."""
+    mu = complex(mu)
+    if eps == 0:
+        lam = complex(np.log(mu))
+        return lam if lam.imag != 0 else None
+    starts = []
+    m, lam_star = m_eps(eps)
+    if mu.imag != 0 and mu.real > m:
+        l0 = _g_real(mu.real, eps)
+        d0 = float(_dpsi(l0, eps))
+        if d0 > 0:
+            starts.append(complex(l0, mu.imag / d0))
+    if mu.real < m:  # below the trough: psi ~ m + psi''/2 (lam - lam*)^2
+        h = 1e-4 * (1 + abs(lam_star))
+        dd = (float(_dpsi(lam_star + h, eps)) - float(_dpsi(lam_star - h, eps))) / (2 * h)
+        if dd > 0:
+            starts.append(lam_star + 1j * math.sqrt(2 * (m - mu.real) / dd))
+    starts.append(complex(np.log(mu)) if mu != 0 else complex(-1, math.pi))
+
+    def good(lam):
+        return lam is not None and abs(lam.imag) > 1e-12 * (1 + abs(lam)) and abs(
+            complex(_dpsi(lam, eps))
+        ) > 1e-12
+
+    for lam0 in starts:
+        lam = _newton(mu, lam0, eps)
+        if good(lam):
+            return lam
+    # continuation from each start's own value psi(lam0) to mu
+    for lam0 in starts:
+        mu0 = complex(psi(complex(lam0), eps))
+        lam = lam0
+        for t in np.linspace(0, 1, 201)[1:]:
+            lam = _newton(mu0 + t * (mu - mu0), lam, eps, iters=30)
+            if lam is None:
+                break
+        if good(lam):
+            return lam
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# representability
+
+
+def _as_matrix(D, name="D"):
+    if isinstance(D, torch.Tensor):
+        D = D.detach().cpu().numpy()
+    D = np.asarray(D)
+    if D.ndim != 2 or D.shape[0] != D.shape[1]:
+        raise ValueError(f"{name} must be a square matrix (d, d), got shape {D.shape}.")
+    if np.iscomplexobj(D):
+        if np.any(D.imag != 0):
+            raise ValueError(f"{name} must be real (theta is real, so Psi(theta) is real).")
+        D = D.real
+    D = D.astype(np.float64)
+    if not np.all(np.isfinite(D)):
+        raise ValueError(f"non-finite values (NaN or inf) in {name}.")
+    return D
+
+
+def _scale(D):
+    return max(1.0, float(np.abs(D).max()) if D.size else 1.0)
+
+
+def _clusters(w, tol):
+    """Group eigenvalues within ``tol`` (single linkage); returns (center, indices) pairs."""
+    order = np.argsort(w.real + 1e-3 * w.imag)
+    groups = []
+    for i in order:
+        for g in groups:
+            if min(abs(w[i] - w[j]) for j in g) <= tol:
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    return [(complex(np.mean(w[g])), g) for g in groups]
+
+
+def _jordan_blocks(D, mu, mult, scale):
+    """Sizes of the Jordan blocks of the real eigenvalue ``mu`` (algebraic multiplicity
+    ``mult``) from the ranks of ``(D - mu I)^k`` (singular values below ``1e-7 scale^k``)."""
+    d = D.shape[0]
+    A = D - mu * np.eye(d)
+    ranks = [d]
+    P = np.eye(d)
+    for k in range(1, mult + 1):
+        P = P @ A
+        sv = np.linalg.svd(P, compute_uv=False)
+        ranks.append(int(np.sum(sv > 1e-7 * scale**k * d)))
+        if ranks[-1] == d - mult:
+            break
+    at_least = [ranks[k - 1] - ranks[k] for k in range(1, len(ranks))] + [0]
+    sizes = {}
+    for k in range(1, len(at_least)):
+        n = at_least[k - 1] - at_least[k]
+        if n:
+            sizes[k] = n
+    return sizes
+
+
+def _analyse(D, eps):
+    """Eigenvalue clusters of ``D`` with their classification; list of problems (strings)."""
+    scale = _scale(D)
+    w = np.linalg.eigvals(D) if D.size else np.zeros(0, complex)
+    tol = 1e-6 * scale
+    clusters = _clusters(w, tol)
+    m = m_eps(eps)[0] if eps > 0 else 0.0
+    info, problems = [], []
+    for mu, idx in clusters:
+        real = abs(mu.imag) <= tol
+        if real:
+            mu = complex(mu.real, 0.0)
+        kind = "complex"
+        if real:
+            r = mu.real
+            if eps == 0:
+                kind = "zero" if abs(r) <= tol else ("positive" if r > 0 else "negative")
+            else:
+                kind = "boundary" if abs(r - m) <= tol * 1e-3 + 1e-15 else ("branch" if r > m else "negative")
+        blocks = _jordan_blocks(D, mu.real, len(idx), scale) if real else None
+        entry = {"mu": mu, "idx": idx, "kind": kind, "blocks": blocks}
+        info.append(entry)
+        r = mu.real
+        if kind == "zero":
+            problems.append(
+                f"D is singular (eigenvalue {r:.6g}); with eps = 0 Psi(theta) = expm(theta) is "
+                f"invertible (det = exp(tr theta) > 0)."
+            )
+        elif kind == "negative":
+            odd = {k: n for k, n in blocks.items() if n % 2}
+            if odd:
+                bound = (
+                    "expm(theta) has no simple negative eigenvalue: real theta gives negative "
+                    "eigenvalues only from complex-conjugate pairs log|mu| +/- i pi (Culver 1966)"
+                    if eps == 0
+                    else f"real eigenvalues below m_eps = {m:.6g} (eps = {eps:g}) come only from "
+                    f"complex-conjugate pairs of eigenvalues of theta"
+                )
+                problems.append(
+                    f"eigenvalue {r:.6g} of D has Jordan blocks {_fmt_blocks(blocks)}: {bound}, so "
+                    f"every Jordan block size of {r:.6g} must occur an even number of times."
+                )
+        elif kind == "boundary":
+            odd = {k: n for k, n in blocks.items() if k > 1 and n % 2}
+            if odd:
+                problems.append(
+                    f"eigenvalue {r:.6g} of D equals m_eps = {m:.6g} (eps = {eps:g}), where "
+                    f"psi' = 0, and has Jordan blocks {_fmt_blocks(blocks)}: blocks of size >= 2 "
+                    f"must occur an even number of times."
+                )
+    return info, problems, m
+
+
+def _fmt_blocks(blocks):
+    return "{" + ", ".join(f"size {k}: {n}" for k, n in sorted(blocks.items())) + "}"
+
+
+def is_representable(D, eps, t1=1.0):
+    """Whether ``D = Psi(theta, eps, t1)`` for some real ``theta`` (the criterion of THEORY.md 3).
+
+    - ``eps = 0`` (Culver 1966, real logarithm): ``D`` nonsingular and every Jordan block of a
+      negative eigenvalue occurs an even number of times. Exact.
+    - ``eps > 0``: every real eigenvalue ``mu < m_eps`` must have each Jordan block size an even
+      number of times (such eigenvalues come only from complex-conjugate pairs of eigenvalues of
+      ``theta``); at ``mu = m_eps`` (where ``psi' = 0``) the same for blocks of size >= 2.
+      Necessary always; sufficient when ``D`` is diagonalizable (then it is exact: e.g. a
+      diagonalizable ``D`` with simple real eigenvalues is representable iff all are
+      ``>= m_eps``). For Jordan blocks on complex or paired negative eigenvalues sufficiency also
+      needs a preimage with ``psi' != 0``, which :func:`represent` finds in practice.
+
+    Numerically: eigenvalues within ``1e-6 max(1, |D|_max)`` are one cluster and Jordan
+    structure comes from ranks with a relative threshold ``1e-7``; the answer is decided when
+    no eigenvalue is that close to a bound (``0`` or ``m_eps``) and the structure is well
+    separated. ``t1`` enters only through ``eps/t1`` (``Psi(theta, eps, t1) =
+    Psi(t1 theta, eps/t1)``).
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    D = _as_matrix(D)
+    return not _analyse(D, eps / t1)[1]
+
+
+def _real_form(D, info, lam_of):
+    """``theta = W B W^-1`` from a real eigenbasis ``W`` of diagonalizable ``D``; ``B`` has
+    ``lam`` on real eigenvectors, ``[[x, y], [-y, x]]`` on ``(Re v, Im v)`` of complex pairs
+    (``lam = x + i y``), ``[[x, -y], [y, x]]`` on pairs of eigenvectors of a repeated real
+    eigenvalue reached by a non-real ``lam``. ``None`` if the basis is ill-conditioned."""
+    d = D.shape[0]
+    W = np.zeros((d, d))
+    B = np.zeros((d, d))
+    col = 0
+    for e in info:
+        mu, kind = e["mu"], e["kind"]
+        if kind == "complex" and mu.imag < 0:
+            continue
+        # eigenvectors: null space of (D - mu I) (complex for complex mu)
+        k = len(e["idx"])
+        A = D - mu * np.eye(d) if kind == "complex" else D - mu.real * np.eye(d)
+        _, sv, vh = np.linalg.svd(A)
+        V = vh[-k:].conj().T
+        if sv[d - k] > 1e-6 * _scale(D) * 10:  # not k independent eigenvectors: defective
+            return None
+        lam = lam_of(e)
+        if kind == "complex":
+            for j in range(k):
+                v = V[:, j]
+                W[:, col], W[:, col + 1] = v.real, v.imag
+                B[col : col + 2, col : col + 2] = [[lam.real, lam.imag], [-lam.imag, lam.real]]
+                col += 2
+        elif isinstance(lam, complex):
+            if k % 2:
+                return None
+            W[:, col : col + k] = V.real
+            for j in range(0, k, 2):
+                B[col + j : col + j + 2, col + j : col + j + 2] = [[lam.real, -lam.imag], [lam.imag, lam.real]]
+            col += k
+        else:
+            W[:, col : col + k] = V.real
+            B[col : col + k, col : col + k] = lam * np.eye(k)
+            col += k
+    if col != d or np.linalg.cond(W) > 1e8:
+        return None
+    return W @ B @ np.linalg.inv(W)
+
+
+def _choose(e, eps):
+    """The preimage ``lam`` (``t1 = 1``) used for eigenvalue cluster ``e``."""
+    mu, kind = e["mu"], e["kind"]
+    if kind in ("positive", "branch", "boundary"):
+        return _g_real(mu.real, eps)
+    lam = _complex_preimage(mu if kind == "complex" else complex(mu.real, 0), eps)
+    if lam is None:
+        raise RuntimeError(f"no non-real preimage of {mu} under psi (eps = {eps:g}) was found.")
+    if kind == "complex" and lam.imag * mu.imag < 0:
+        lam = lam.conjugate()
+    return lam
+
+
+def _polish(theta, D, eps, iters=8):
+    """Newton on ``Psi(theta) = D`` with the Frechet derivative of the block exponential."""
+    d = D.shape[0]
+    Z = np.zeros((d, d))
+    for _ in range(iters):
+        R = D - Psi(theta, eps)
+        if np.abs(R).max() <= 1e-14 * _scale(D):
+            break
+        if eps == 0:
+            M, lift = theta, (lambda E: E)
+        else:
+            I = np.eye(d)
+            M = np.block([[Z, I], [theta / eps, -I / eps]])
+            lift = lambda E: np.block([[Z, Z], [E / eps, Z]])  # noqa: E731
+        J = np.zeros((d * d, d * d))
+        for i in range(d * d):
+            E = np.zeros(d * d)
+            E[i] = 1.0
+            _, L = scipy.linalg.expm_frechet(M, lift(E.reshape(d, d)))
+            J[:, i] = L[:d, :d].ravel()
+        theta = theta + np.linalg.lstsq(J, R.ravel(), rcond=None)[0].reshape(d, d)
+    return theta
+
+
+def _construct(D, eps, info):
+    """A real ``theta`` with ``Psi(theta, eps) = D`` (``t1 = 1``), given ``D`` passes the test."""
+    lam_of = lambda e: _choose(e, eps)  # noqa: E731
+    theta = _real_form(D, info, lam_of)
+    if theta is None:
+        if any(e["kind"] in ("negative", "boundary") and any(k > 1 for k in e["blocks"]) for e in info):
+            raise NotImplementedError(
+                "D is representable by the criterion, but constructing theta for Jordan blocks "
+                "of size >= 2 on eigenvalues reached only through complex-conjugate pairs is not "
+                "implemented."
+            )
+        if any(e["kind"] in ("negative", "boundary") for e in info):
+            raise NotImplementedError(
+                "D is representable by the criterion, but constructing theta for a "
+                "non-diagonalizable D with repeated eigenvalues below m_eps is not implemented."
+            )
+        # defective: theta for a nearby diagonalizable matrix, then Newton on Psi(theta) = D
+        rng = np.random.default_rng(0)
+        Dp = D + 1e-7 * _scale(D) * rng.standard_normal(D.shape)
+        info_p, problems, _ = _analyse(Dp, eps)
+        theta = _real_form(Dp, info_p, lam_of) if not problems else None
+        if theta is None:
+            raise NotImplementedError("could not build a starting theta for this defective D.")
+        theta = _polish(theta, D, eps)
+    return theta
+
+
+def _check_residual(theta, target, eps, what):
+    res = float(np.abs(Psi(theta, eps) - target).max())
+    if not res <= 1e-6 * _scale(target):
+        raise RuntimeError(
+            f"the constructed theta misses {what} by {res:.3g} (max abs entry); "
+            f"D is too ill-conditioned for this construction."
+        )
+
+
+def represent(D, eps, t1=1.0, scale=None):
+    """A real ``theta`` with ``Psi(theta, eps, t1) = D``; with ``scale="auto"``, ``(c, theta)``
+    with ``Psi(theta, eps, t1) = c D`` ("any linear map up to a multiplicative factor").
+
+    Construction: ``theta = W B W^-1`` from a real eigenbasis of ``D``; each real eigenvalue
+    ``mu >= m_eps`` gets the real preimage on the increasing branch of ``psi`` (``log mu`` for
+    ``eps = 0``), complex eigenvalues a complex preimage (Newton / continuation) and repeated
+    real eigenvalues below ``m_eps`` a complex-conjugate pair of preimages. A non-diagonalizable
+    ``D`` starts from a ``1e-7`` perturbation and is refined by Newton on ``Psi(theta) = D``.
+    The result is checked: ``|Psi(theta) - D|_max <= 1e-6 max(1, |D|_max)`` or RuntimeError.
+
+    ``scale="auto"``: ``c = 1`` if ``D`` is representable; otherwise (``eps > 0``) the largest
+    convenient ``c = 0.99 m_eps / mu_min`` that lifts the most negative real eigenvalue
+    ``mu_min`` of ``D`` onto the increasing branch (then every real eigenvalue of ``c D`` is
+    ``> m_eps`` and ``c D`` is representable, singular and non-diagonalizable ``D`` included).
+    For ``eps = 0`` no ``c > 0`` helps and the error says so.
+
+    Args:
+        D: ``(d, d)`` real numpy array or torch tensor.  eps: float >= 0.  t1: float > 0.
+        scale: ``None`` or ``"auto"``.
+    Returns:
+        ``theta`` (``(d, d)``, numpy float64, or a torch tensor of ``D``'s dtype and device
+        when ``D`` is a tensor); ``(c, theta)`` with ``scale="auto"``.
+    Raises:
+        NotRepresentableError: naming the eigenvalue and the bound it breaks.
+        NotImplementedError: representable by the criterion, but a case the construction
+            does not cover (Jordan blocks on eigenvalues reached only in pairs).
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    if scale not in (None, "auto"):
+        raise ValueError(f"scale == {scale!r}, must be one of None, 'auto'.")
+    like = D if isinstance(D, torch.Tensor) else None
+    D = _as_matrix(D)
+    e = eps / t1
+    info, problems, m = _analyse(D, e)
+    c = 1.0
+    if problems:
+        if scale is None:
+            raise NotRepresentableError(
+                f"D is not Psi(theta, eps={eps:g}, t1={t1:g}) for any real theta: "
+                + " ".join(problems)
+                + ("" if eps == 0 else " Use represent(D, eps, scale='auto') for a multiple c D.")
+            )
+        if eps == 0:
+            raise NotRepresentableError(
+                "no positive multiple c D is expm(theta) for a real theta either (c D keeps the "
+                "signs and Jordan structure of D's eigenvalues): " + " ".join(problems)
+            )
+        mu_min = min(x["mu"].real for x in info if x["kind"] in ("negative", "boundary"))
+        c = 0.99 * m / mu_min
+        if not c > 0:
+            raise NotRepresentableError(
+                f"m_eps = {m!r} underflows for eps/t1 = {e:g}: the factor c = m_eps/mu_min is "
+                f"not representable in float64; use a larger eps."
+            )
+        info, problems, _ = _analyse(c * D, e)
+        if problems:  # cannot happen: every real eigenvalue of c D is above m_eps
+            raise NotRepresentableError(" ".join(problems))
+    target = c * D
+    theta = _construct(target, e, info) / t1
+    _check_residual(theta * t1, target, e, "c D" if c != 1 else "D")
+    if like is not None:
+        theta = torch.as_tensor(theta, dtype=like.dtype if like.is_floating_point() else None,
+                                device=like.device)
+    return (c, theta) if scale == "auto" else theta
