@@ -2,4 +2,5 @@
 
 # name -> module (relative to this package)
 BENCHMARKS = {
+    "solvers": "solvers",
 }

@@ -9,4 +9,6 @@
 
 # name -> module (relative to this package). Later scripts add one line here.
 FIGURES = {
+    "solvers": "solvers",
+    "continuous_limit": "continuous_limit",
 }

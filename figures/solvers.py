@@ -1,0 +1,60 @@
+"""Error at t1 against NFE and wall time, per solver, for eps*x'' + x' = F(t, x), eps in {0.1, 1, 10}.
+
+Rows: neural F (error vs NFE), neural F (error vs wall time), linear F with closed form (error vs
+NFE). The numbers come from ``benchmarks/solvers.py`` (``compute``); scipy DOP853 at rtol 1e-13 is
+the neural reference, and its NFE is marked.
+"""
+
+from __future__ import annotations
+
+from benchmarks.solvers import EPSS, summary
+from benchmarks.solvers import compute as _compute
+from figures._style import COLORS, new_figure
+
+STYLE = {
+    "euler": ("#1f77b4", "o"),
+    "midpoint": ("#2ca02c", "s"),
+    "rk4": ("#9467bd", "^"),
+    "dopri5": (COLORS["second_order_ode"], "D"),
+    "momentum": (COLORS["momentum"], "*"),
+}
+
+
+def compute(quick: bool, seed: int) -> dict:
+    return _compute(quick, seed, repeats=1 if quick else 3)
+
+
+def plot(data):
+    fig, axes = new_figure(ncols=len(EPSS), nrows=3, width=3.6, height=2.8)
+    rows = data["rows"]
+    for j, eps in enumerate(EPSS):
+        for i, (problem, xkey, xlabel) in enumerate([("neural", "nfe", "NFE (evaluations of F)"),
+                                                      ("neural", "seconds", "wall time (s)"),
+                                                      ("linear", "nfe", "NFE (evaluations of F)")]):
+            ax = axes[i, j]
+            for method, (color, marker) in STYLE.items():
+                rs = [r for r in rows if r["problem"] == problem and r["eps"] == eps and r["method"] == method]
+                if not rs:
+                    continue
+                label = "Momentum ResNet (N layers)" if method == "momentum" else method
+                ax.loglog([r[xkey] for r in rs], [max(r["error"], 1e-17) for r in rs], marker=marker,
+                          color=color, ms=4, lw=1.2, label=label)
+            ref = [r for r in rows if r["problem"] == problem and r["eps"] == eps and r["method"].startswith("scipy")]
+            if ref and problem == "neural":
+                ax.axvline(ref[0][xkey], color=COLORS["reference"], ls=":", lw=1,
+                           label="scipy DOP853 rtol 1e-13 (reference)")
+            elif ref:  # linear: scipy's own error against the closed form
+                ax.loglog([ref[0][xkey]], [max(ref[0]["error"], 1e-17)], "kx", ms=6,
+                          label="scipy DOP853 rtol 1e-13")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("relative error at t1")
+            title = {"neural": "neural F", "linear": "linear F (closed form)"}[problem]
+            ax.set_title(f"{title}, eps = {eps:g}")
+    axes[0, 0].legend(fontsize=7, loc="lower left")
+    axes[2, 0].legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    return fig
+
+
+def numbers(data):
+    return {k: v for k, v in summary(data).items()}
