@@ -323,9 +323,11 @@ def _g_real(mu, eps):
 
     # increasing side lam >= lam_c: solve log psi(lam) = log mu (no overflow)
     def logpsi(lam):
-        s = math.sqrt(max(1.0 + 4.0 * eps * lam, 0.0))
-        if a * s <= 1.0:
-            return math.log(float(_psi_unit(np.asarray(lam), eps, np)))
+        s2 = max(1.0 + 4.0 * eps * lam, 0.0)
+        s = math.sqrt(s2)
+        if a * s <= 1.0:  # log(e^{-a} (C(u) + a S(u))), u = a^2 s2 in [0, 1]
+            C, S, _ = _series(np.asarray(s2 / (4.0 * eps * eps)), np)
+            return -a + math.log(float(C) + a * float(S))
         r1 = 2 * lam / (1 + s)
         return r1 + math.log(0.5 * (1 + 1 / s) + 0.5 * (1 - 1 / s) * math.exp(-(1 + s) * a - r1))
 
@@ -341,6 +343,11 @@ def _g_real(mu, eps):
 
 def _newton(mu, lam, eps, iters=60):
     """Complex Newton for ``psi(lam) = mu``; returns the root or ``None``."""
+    with np.errstate(all="ignore"):
+        return _newton_loop(mu, lam, eps, iters)
+
+
+def _newton_loop(mu, lam, eps, iters):
     tol = 1e-13 * max(1.0, abs(mu))
     for _ in range(iters):
         f = complex(psi(complex(lam), eps)) - mu
@@ -482,8 +489,12 @@ def _analyse(D, eps):
             r = mu.real
             if eps == 0:
                 kind = "zero" if abs(r) <= tol else ("positive" if r > 0 else "negative")
+            elif abs(r) <= tol:  # m_eps < 0 strictly (even where it underflows to -0.0)
+                mu, kind = 0j, "branch"
+            elif abs(r - m) <= tol:
+                mu, kind = complex(m, 0.0), "boundary"
             else:
-                kind = "boundary" if abs(r - m) <= tol * 1e-3 + 1e-15 else ("branch" if r > m else "negative")
+                kind = "branch" if r > m else "negative"
         blocks = _jordan_blocks(D, mu.real, len(idx), scale) if real else None
         entry = {"mu": mu, "idx": idx, "kind": kind, "blocks": blocks}
         info.append(entry)
@@ -644,11 +655,15 @@ def _construct(D, eps, info):
                 "non-diagonalizable D with repeated eigenvalues below m_eps is not implemented."
             )
         # defective: theta for a nearby diagonalizable matrix, then Newton on Psi(theta) = D
-        rng = np.random.default_rng(0)
-        Dp = D + 1e-7 * _scale(D) * rng.standard_normal(D.shape)
-        info_p, problems, _ = _analyse(Dp, eps)
-        theta = _real_form(Dp, info_p, lam_of) if not problems else None
-        if theta is None:
+        # (a few seeds: a real eigenvalue may split to either side of a bound, or into a pair)
+        for seed in range(8):
+            rng = np.random.default_rng(seed)
+            Dp = D + 1e-7 * _scale(D) * rng.standard_normal(D.shape)
+            info_p, problems, _ = _analyse(Dp, eps)
+            theta = _real_form(Dp, info_p, lam_of) if not problems else None
+            if theta is not None:
+                break
+        else:
             raise NotImplementedError("could not build a starting theta for this defective D.")
         theta = _polish(theta, D, eps)
     return theta

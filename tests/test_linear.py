@@ -1,0 +1,341 @@
+"""secondorder.linear: psi, Psi, m_eps, represent, is_representable (THEORY.md section 3)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.integrate import solve_ivp
+
+import secondorder as so
+from secondorder.linear import (
+    NotRepresentableError,
+    Psi,
+    _dpsi,
+    is_representable,
+    m_eps,
+    psi,
+    represent,
+)
+
+
+def ivp_psi(lam, eps, t1=1.0):
+    """x(t1) of eps x'' + x' = lam x, x(0) = 1, x'(0) = 0, by DOP853 at rtol 1e-12."""
+    sol = solve_ivp(lambda t, y: [y[1], (lam * y[0] - y[1]) / eps], [0, t1], [1.0, 0.0],
+                    method="DOP853", rtol=1e-12, atol=1e-14)
+    return sol.y[0, -1]
+
+
+# ---------------------------------------------------------------------------------- psi
+
+
+@pytest.mark.parametrize("eps", [0.02, 0.3, 1.0, 5.0])
+@pytest.mark.parametrize("lam", [-40.0, -11.0, -3.0, -0.25, 0.0, 0.7, 2.0])
+@pytest.mark.parametrize("t1", [1.0, 2.5])
+def test_psi_matches_solve_ivp(lam, eps, t1):
+    # DOP853 at rtol 1e-12 over at most ~100 oscillations: 1e-9 relative to max(1, |psi|)
+    assert psi(lam, eps, t1) == pytest.approx(ivp_psi(lam, eps, t1), rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("eps", [1e-6, 0.1, 1.0, 1e6])
+def test_psi_closed_forms(eps):
+    a = 1 / (2 * eps)
+    # at lam = -1/(4 eps) (s = 0): (1 + a) e^{-a}; float64 rounding of a few operations
+    assert psi(-1 / (4 * eps), eps) == pytest.approx((1 + a) * math.exp(-a), rel=1e-13, abs=1e-300)
+    # below it, the oscillating form e^{-a} (cos(a w) + sin(a w)/w), w = sqrt(-1 - 4 eps lam)
+    lam = -(1 + 9.0) / (4 * eps)  # w = 3
+    assert psi(lam, eps) == pytest.approx(math.exp(-a) * (math.cos(3 * a) + math.sin(3 * a) / 3),
+                                          rel=1e-11, abs=1e-300)
+    # above it, the two-exponential form with s = sqrt(1 + 4 eps lam) = 1 + 4 eps (a (s-1) = 2)
+    s = 1 + 4 * eps
+    lam = (s * s - 1) / (4 * eps)  # a (s - 1) = 2 lam / (1 + s), the cancellation-free form
+    want = 0.5 * (1 + 1 / s) * math.exp(2 * lam / (1 + s)) + 0.5 * (1 - 1 / s) * math.exp(-a * (1 + s))
+    assert psi(lam, eps) == pytest.approx(want, rel=1e-13)
+
+
+def test_psi_eps_zero_is_exp_and_limit_order_one():
+    lam = np.linspace(-3, 2, 11)
+    np.testing.assert_allclose(psi(lam, 0.0), np.exp(lam), rtol=1e-15)
+    np.testing.assert_allclose(psi(lam, 0.0, t1=2.0), np.exp(2 * lam), rtol=1e-15)
+    errs = [np.abs(psi(lam, e) - np.exp(lam)).max() for e in (1e-3, 1e-4, 1e-5)]
+    # O(eps): the error ratio per decade of eps is 10 (+/- 5% from the next order)
+    assert errs[0] / errs[1] == pytest.approx(10, rel=0.05)
+    assert errs[1] / errs[2] == pytest.approx(10, rel=0.05)
+
+
+def test_psi_tiny_and_huge_eps_are_finite_and_right():
+    lam = np.array([-5.0, -1.0, 0.0, 1.0, 3.0])
+    # eps = 1e-6: psi = exp(2 lam/(1+s)) (1 + O(eps)); the O(eps lam^2) correction bounds the gap
+    np.testing.assert_allclose(psi(lam, 1e-6), np.exp(lam), rtol=3e-5)
+    # eps = 1e6: x'' ~ lam x / eps, x(1) ~ 1 + lam/(2 eps) up to O(1/eps^2)
+    np.testing.assert_allclose(psi(lam, 1e6) - 1, lam / 2e6, rtol=1e-6, atol=1e-15)
+    # extreme arguments never give NaN
+    big = np.array([-1e12, -1e6, 1e2, 700.0])
+    for eps in (1e-9, 1e-6, 1.0, 1e6, 1e9):
+        assert np.all(~np.isnan(psi(big, eps)))
+
+
+def test_psi_vectorised_torch_numpy_complex():
+    lam = np.array([-30.0, -11.0, -0.25, 0.0, 1.5])
+    t = torch.tensor(lam, dtype=torch.float64)
+    out = psi(t, 0.7)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), psi(lam, 0.7), rtol=1e-14)
+    assert isinstance(psi(1.0, 0.7), float | np.floating)
+    # complex: real axis agrees, conjugate symmetry, and the complex ODE agrees
+    z = np.array([1 + 2j, -30 + 1j, -0.25 + 0.01j])
+    np.testing.assert_allclose(psi(lam + 0j, 0.7).real, psi(lam, 0.7), rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(psi(z.conj(), 0.7), psi(z, 0.7).conj(), rtol=1e-14)
+    lam_c = 1 + 2j
+    sol = solve_ivp(lambda t, y: [y[1], (lam_c * y[0] - y[1]) / 0.7], [0, 1],
+                    np.array([1, 0], dtype=complex), method="DOP853", rtol=1e-12, atol=1e-14)
+    assert psi(lam_c, 0.7) == pytest.approx(sol.y[0, -1], rel=1e-9)
+    tc = torch.tensor(z)
+    np.testing.assert_allclose(psi(tc, 0.7).numpy(), psi(z, 0.7), rtol=1e-14)
+
+
+def test_psi_torch_gradient():
+    lam = torch.tensor([-30.0, -11.0, -0.25, -0.2499999, 0.3, 2.0], dtype=torch.float64,
+                       requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: psi(x, 1.0), (lam,))
+    g, = torch.autograd.grad(psi(lam, 1.0).sum(), lam)
+    # the closed-form derivative used by the inversion agrees with autograd (float64 rounding)
+    np.testing.assert_allclose(g.numpy(), _dpsi(lam.detach().numpy(), 1.0), rtol=1e-9, atol=1e-14)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-60, 4), st.floats(0.01, 50), st.floats(0.3, 3))
+def test_psi_time_scaling(lam, eps, t1):
+    # psi(lam, eps, t1) = psi(t1 lam, eps/t1): both sides are the same float computation
+    assert psi(lam, eps, t1) == pytest.approx(psi(t1 * lam, eps / t1), rel=1e-12, abs=1e-300)
+
+
+# ---------------------------------------------------------------------------------- Psi
+
+
+def _eig_Psi(theta, eps, t1=1.0):
+    w, V = np.linalg.eig(theta)
+    return (V @ np.diag(psi(w, eps, t1)) @ np.linalg.inv(V)).real
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 1e-3, 0.05, 1.0, 1e6])
+@pytest.mark.parametrize("t1", [1.0, 0.5])
+def test_Psi_diagonalizable_matches_eigen_formula(eps, t1):
+    theta = np.random.default_rng(0).standard_normal((4, 4))
+    # expm / eigen formula differ by rounding amplified by cond(V) (~10 here) and |theta|
+    np.testing.assert_allclose(Psi(theta, eps, t1), _eig_Psi(theta, eps, t1), atol=1e-12)
+    th = torch.tensor(theta)
+    out = Psi(th, eps, t1)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float64
+    np.testing.assert_allclose(out.numpy(), _eig_Psi(theta, eps, t1), atol=1e-12)
+
+
+@pytest.mark.parametrize("eps", [1e-6, 0.01, 0.5, 1.0, 1e6])
+def test_Psi_jordan_block_closed_form(eps):
+    # Psi(lam I + N) = psi(lam) I + psi'(lam) N for the 2x2 Jordan block
+    for lam in (-20.0, -2.0, 0.5):
+        P = Psi(np.array([[lam, 1.0], [0.0, lam]]), eps)
+        # float64 rounding of expm / the stiff closed form, relative to max(1, |psi|)
+        assert P[0, 0] == pytest.approx(psi(lam, eps), rel=1e-12, abs=1e-13)
+        assert P[0, 1] == pytest.approx(_dpsi(lam, eps), rel=1e-10, abs=1e-13)
+        assert P[1, 0] == 0.0
+
+
+def test_Psi_matches_matrix_ode():
+    theta = np.array([[0.3, -2.0, 0.1], [1.5, -0.4, 0.0], [0.2, 0.7, -1.0]])
+    eps, t1, d = 0.4, 1.3, 3
+
+    def rhs(t, y):
+        x, u = y[:d], y[d:]
+        return np.concatenate([u, (theta @ x - u) / eps])
+
+    cols = [solve_ivp(rhs, [0, t1], np.concatenate([e, np.zeros(d)]), method="DOP853",
+                      rtol=1e-12, atol=1e-14).y[:d, -1] for e in np.eye(d)]
+    # DOP853 at rtol 1e-12
+    np.testing.assert_allclose(Psi(theta, eps, t1), np.stack(cols, 1), atol=1e-10)
+
+
+def test_Psi_batched_and_gradcheck():
+    theta = torch.randn(2, 3, 3, dtype=torch.float64)
+    P = Psi(theta, 0.5)
+    for i in range(2):
+        torch.testing.assert_close(P[i], Psi(theta[i], 0.5), rtol=0, atol=1e-14)
+    th = theta[0].clone().requires_grad_(True)
+    for eps in (0.0, 1e-3, 0.5):
+        assert torch.autograd.gradcheck(lambda t, e=eps: Psi(t, e), (th,))
+
+
+def test_Psi_errors():
+    with pytest.raises(ValueError, match=r"theta must be a square matrix"):
+        Psi(np.ones((2, 3)), 1.0)
+    with pytest.raises(ValueError, match=r"eps == -1.0, must be a finite number >= 0"):
+        Psi(np.eye(2), -1.0)
+    with pytest.raises(ValueError, match=r"t1 == 0.0, must be a finite number > 0"):
+        Psi(np.eye(2), 1.0, t1=0.0)
+    with pytest.raises(ValueError, match=r"eps == nan"):
+        psi(1.0, float("nan"))
+
+
+# ---------------------------------------------------------------------------------- m_eps
+
+
+def test_m_eps_sanity_value_and_bounds():
+    m, lam = m_eps(1.0)
+    # THEORY.md gives 6 significant digits
+    assert m == pytest.approx(-0.613499, abs=5e-7)
+    assert lam == pytest.approx(-11.0478, abs=5e-5)
+    assert m_eps(0.0) == (0.0, -math.inf)
+    prev = 0.0
+    for eps in (0.05, 0.1, 0.3, 1.0, 3.0, 10.0, 100.0):
+        m, lam = m_eps(eps)
+        a = 1 / (2 * eps)
+        assert -(1 + a) * math.exp(-a) < m <= -math.exp(-a)
+        assert m < prev  # decreases strictly with eps
+        prev = m
+        # it is the minimum on a fine grid of the real line, attained at lam
+        grid = np.linspace(lam - 60 * eps - 50, 5, 200001)
+        assert psi(grid, eps).min() >= m - 1e-12
+        assert psi(lam, eps) == pytest.approx(m, rel=1e-14)
+    # t1: the minimum value depends on eps/t1, its location scales as 1/t1
+    m2, lam2 = m_eps(2.0, t1=2.0)
+    assert m2 == pytest.approx(m_eps(1.0)[0], rel=1e-14)
+    assert lam2 == pytest.approx(m_eps(1.0)[1] / 2, rel=1e-14)
+
+
+# ---------------------------------------------------------------------------------- represent
+
+
+def _roundtrip(D, eps, t1=1.0):
+    theta = represent(D, eps, t1=t1)
+    assert theta.dtype == np.float64 and np.isrealobj(theta)
+    # the construction's own check is 1e-6; well-conditioned cases reach float64 rounding x |theta|
+    np.testing.assert_allclose(Psi(theta, eps, t1), D, atol=1e-11 * max(1.0, np.abs(theta).max()))
+    return theta
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-6, 0.1, 1.0, 1e6])
+def test_represent_roundtrips(eps):
+    rng = np.random.default_rng(3)
+    Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+    cases = [
+        np.diag([2.0, 0.5, 1.0]),
+        np.array([[0.0, -0.8], [0.8, 0.0]]),  # complex pair
+        -np.eye(2),  # repeated negative: complex-conjugate pair of preimages
+        np.array([[1.0, 1.0], [0.0, 1.0]]),  # Jordan block on the positive branch
+        Q @ np.diag([3.0, 0.2, 0.7]) @ Q.T,
+        Psi(max(1.0, eps) * rng.standard_normal((3, 3)), eps),  # anything in the image
+    ]
+    for D in cases:
+        _roundtrip(D, eps)
+    _roundtrip(np.diag([2.0, 0.5]), eps, t1=2.5)
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0, 3.0])
+def test_represent_eps_positive_reaches_negative_and_singular(eps):
+    m = m_eps(eps)[0]
+    _roundtrip(np.diag([0.9 * m, 1.0]), eps)  # simple negative eigenvalue above m_eps
+    _roundtrip(np.diag([m, 2.0]), eps)  # exactly at the trough
+    _roundtrip(np.zeros((2, 2)), eps)  # the first zero of psi
+    _roundtrip(np.diag([-3.0, -3.0, 0.5]), eps)  # repeated eigenvalue below m_eps: a pair
+    _roundtrip(np.array([[-0.5 * abs(m), 1], [0, -0.5 * abs(m)]]), eps)  # Jordan block, negative
+
+
+def test_represent_not_representable_errors():
+    with pytest.raises(NotRepresentableError, match=r"eigenvalue -1 of D .*Culver 1966"):
+        represent(np.diag([-1.0, 1.0]), 0.0)
+    with pytest.raises(NotRepresentableError, match=r"D is singular"):
+        represent(np.diag([0.0, 1.0]), 0.0)
+    with pytest.raises(NotRepresentableError, match=r"eigenvalue -1 of D .* below m_eps = -0.613499"):
+        represent(np.diag([-1.0, 1.0]), 1.0)
+    with pytest.raises(NotRepresentableError, match=r"no positive multiple c D"):
+        represent(np.diag([-1.0, 1.0]), 0.0, scale="auto")
+    with pytest.raises(NotRepresentableError, match=r"equals m_eps .* blocks of size >= 2"):
+        m = m_eps(1.0)[0]
+        represent(np.array([[m, 1.0], [0.0, m]]), 1.0)
+    with pytest.raises(NotRepresentableError, match=r"m_eps = -0.0 underflows"):
+        represent(np.diag([-1.0, 1.0]), 1e-6, scale="auto")
+    assert issubclass(NotRepresentableError, ValueError)
+    assert so.NotRepresentableError is NotRepresentableError
+
+
+def test_represent_input_errors():
+    with pytest.raises(ValueError, match=r"D must be a square matrix"):
+        represent(np.ones(3), 1.0)
+    with pytest.raises(ValueError, match=r"D must be real"):
+        represent(np.eye(2) * 1j, 1.0)
+    with pytest.raises(ValueError, match=r"non-finite values .* in D"):
+        represent(np.array([[np.nan, 0], [0, 1.0]]), 1.0)
+    with pytest.raises(ValueError, match=r"scale == 'big', must be one of None, 'auto'"):
+        represent(np.eye(2), 1.0, scale="big")
+    with pytest.raises(NotImplementedError, match=r"Jordan blocks of size >= 2 on eigenvalues"):
+        J = np.array([[-2.0, 1.0], [0.0, -2.0]])
+        represent(np.kron(np.eye(2), J), 1.0)  # representable (paired blocks), not constructed
+
+
+def test_represent_scale_auto_any_matrix():
+    rng = np.random.default_rng(4)
+    eps = 1.0
+    m = m_eps(eps)[0]
+    cases = [
+        np.diag([-1.0, 1.0]),  # reflection, det < 0
+        np.diag([-5.0, 2.0, -0.1]),
+        rng.standard_normal((5, 5)),
+        np.array([[0.0, 1.0], [0.0, 0.0]]),  # nilpotent
+        np.array([[-2.0, 1.0, 0.0], [0.0, -2.0, 0.0], [0.0, 0.0, 1.0]]),  # Jordan, negative
+    ]
+    for D in cases:
+        c, theta = represent(D, eps, scale="auto")
+        # c = 1 when D is representable, else 0.99 m_eps / (most negative real eigenvalue)
+        w = np.linalg.eigvals(D)
+        mu_min = min(w.real[np.abs(w.imag) < 1e-9])
+        want = 1.0 if is_representable(D, eps) else 0.99 * m / mu_min
+        assert c == pytest.approx(want, rel=1e-12)
+        np.testing.assert_allclose(Psi(theta, eps), c * D, atol=1e-10)
+
+
+def test_represent_torch_in_torch_out():
+    D = torch.tensor([[0.5, 0.2], [-0.1, 1.5]], dtype=torch.float32)
+    theta = represent(D, 1.0)
+    assert isinstance(theta, torch.Tensor) and theta.dtype == torch.float32
+    # float32 rounding of theta (|theta| ~ 1)
+    torch.testing.assert_close(Psi(theta.double(), 1.0).float(), D, rtol=0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- criterion
+
+
+def test_is_representable_criterion():
+    m = m_eps(1.0)[0]
+    assert not is_representable(np.diag([-1.0, 1.0]), 0.0)
+    assert is_representable(-np.eye(2), 0.0)  # Culver: paired negative blocks
+    assert not is_representable(-np.eye(3), 0.0)
+    assert not is_representable(np.zeros((2, 2)), 0.0)
+    assert is_representable(np.zeros((2, 2)), 1.0)
+    assert is_representable(np.diag([m + 1e-3, 1.0]), 1.0)
+    assert not is_representable(np.diag([m - 1e-3, 1.0]), 1.0)
+    assert is_representable(-np.eye(2), 1.0) and is_representable(-np.eye(2), 0.1)
+    J = np.array([[-2.0, 1.0], [0.0, -2.0]])
+    assert not is_representable(J, 1.0)
+    assert is_representable(np.kron(np.eye(2), J), 0.0)
+    assert not is_representable(np.kron(np.diag([1.0, 1.0, 1.0]), -np.eye(1)), 0.0)
+    # t1 enters as eps/t1
+    assert is_representable(np.diag([-0.5, 1.0]), 1.0) and not is_representable(
+        np.diag([-0.5, 1.0]), 1.0, t1=10.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(-3, 3), st.floats(0.2, 3), st.sampled_from([0.0, 0.1, 1.0, 4.0]))
+def test_threshold_simple_real_eigenvalues(mu, nu, eps):
+    # simple real eigenvalues: representable iff every one is >= m_eps (> 0 for eps = 0)
+    D = np.diag([mu, nu])
+    m = m_eps(eps)[0]
+    if abs(mu - m) < 1e-5 or abs(mu - nu) < 1e-5 or abs(mu) < 1e-5:
+        return
+    assert is_representable(D, eps) == (mu > m if eps > 0 else mu > 0)
+    if is_representable(D, eps):
+        _roundtrip(D, eps)
+    else:
+        with pytest.raises(NotRepresentableError, match=f"eigenvalue {mu:.6g} of D"):
+            represent(D, eps)
