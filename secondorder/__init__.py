@@ -4,12 +4,14 @@ A model is a set of residual functions plus an integrator: the same modules run 
 Momentum ResNet, a RevNet, a Neural ODE or a second-order ODE.
 """
 
+from . import linear as linear
 from ._version import __version__ as __version__
 from .discretize import discretize as discretize
 from .discretize import eps_from_gamma as eps_from_gamma
 from .discretize import gamma_from_eps as gamma_from_eps
 from .discretize import to_ode as to_ode
 from .exact import FixedPointOverflowError as FixedPointOverflowError
+from .linear import NotRepresentableError as NotRepresentableError
 from .nets import BACKWARDS as BACKWARDS
 from .nets import MomentumResNet as MomentumResNet
 from .nets import ResNet as ResNet
