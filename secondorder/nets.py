@@ -134,7 +134,8 @@ class MomentumResNet(nn.Module):
 
     def exact_gamma(self) -> Fraction:
         """The rational ``n/d`` that exact mode uses for the current gamma."""
-        return _exact.rational_gamma(float(self.gamma))
+        g = self.gamma.detach() if isinstance(self.gamma, torch.Tensor) else self.gamma
+        return _exact.rational_gamma(float(g))
 
     def _start(self, x, v0):
         if not isinstance(x, torch.Tensor):

@@ -18,6 +18,8 @@ statistics are updated once, by the forward pass, as with plain autograd).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -97,29 +99,34 @@ class _Layers:
                 self._grad_kwargs[key] = d
 
     def call_backward(self, n, x):
-        """Recompute ``f_n(x)`` with gradients, with the forward's RNG state, buffers untouched."""
+        """Recompute ``f_n(x)`` with gradients and the forward's RNG state. Buffers it updates
+        (BatchNorm running statistics) are restored by :meth:`restore` (after the VJP, which may
+        need their current version)."""
         f = self.functions[n]
-        saved = [b.detach().clone() for b in self.buffers[n]]
-        try:
-            with torch.enable_grad():
-                if self.rng[n] is None:
-                    return f(x, *self._grad_args, **self._grad_kwargs)
-                devices = [self.device] if self.cuda else []
-                with torch.random.fork_rng(devices=devices):
-                    torch.set_rng_state(self.rng[n][0])
-                    if self.cuda:
-                        torch.cuda.set_rng_state(self.rng[n][1], self.device)
-                    return f(x, *self._grad_args, **self._grad_kwargs)
-        finally:
-            with torch.no_grad():
-                for b, s in zip(self.buffers[n], saved):
-                    b.copy_(s)
+        self._saved = (n, [b.detach().clone() for b in self.buffers[n]])
+        with torch.enable_grad():
+            if self.rng[n] is None:
+                return f(x, *self._grad_args, **self._grad_kwargs)
+            devices = [self.device] if self.cuda else []
+            with torch.random.fork_rng(devices=devices):
+                torch.set_rng_state(self.rng[n][0])
+                if self.cuda:
+                    torch.cuda.set_rng_state(self.rng[n][1], self.device)
+                return f(x, *self._grad_args, **self._grad_kwargs)
+
+    def restore(self):
+        """Put back the buffers of the last recomputed function as the forward pass left them."""
+        n, saved = self._saved
+        with torch.no_grad():
+            for b, s in zip(self.buffers[n], saved):
+                b.copy_(s)
 
     def vjp(self, n, out, x, grad):
         """Return ``(d out / d x)^T grad``; accumulate the parameters' and extra arguments' parts."""
         params = [self.params[i] for i in self.layer_params[n]]
         wrt = [x] + params + self._extra_detached
         gs = torch.autograd.grad(out, wrt, grad, allow_unused=True)
+        self.restore()
         gx = gs[0] if gs[0] is not None else torch.zeros_like(x)
         ne = len(self.extra)
         for i, g in zip(self.layer_params[n], gs[1 : 1 + len(params)]):
@@ -137,6 +144,17 @@ def _check_output(label, out, like):
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{what} {n} returned {type(out).__name__}, expected a tensor.")
     check_shape(n, out.shape, like.shape, what)
+
+
+def _snapshot(arith):
+    """A copy of an arithmetic's final state sharing its tensors (they are never mutated in place)."""
+    c = copy.copy(arith)
+    if hasattr(arith, "s"):
+        c.s = list(arith.s)
+    if hasattr(arith, "store"):
+        c.store = copy.copy(arith.store)
+        c.store._spilled = list(arith.store._spilled)
+    return c
 
 
 class _Checks:
@@ -258,12 +276,7 @@ class _MomentumFunction(torch.autograd.Function):
     def backward(ctx, gx, gv):
         spec = ctx.spec
         layers, arith = spec["layers"], spec["arith"]
-        if arith is None:
-            raise RuntimeError(
-                "backward through a memory-free Momentum ResNet ran twice; its states are consumed "
-                "by the first backward (retain_graph=True is not supported in this mode)."
-            )
-        spec["arith"] = None
+        arith = _snapshot(arith)  # walk back on a copy: a second backward (retain_graph) works too
         gamma = arith.gamma
         layers.begin_backward()
         g_gamma = torch.zeros((), dtype=torch.float64, device=gx.device)
@@ -287,7 +300,7 @@ def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None):
 
     ``gamma`` is a float or a 0-dim tensor (e.g. a learnable parameter). Returns ``(x_N, v_N)``.
     """
-    g = float(gamma)
+    g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
     layers = _Layers(functions, args, kwargs, x.device)
     arith = _ExactMomentum(g, x, bits) if mode == "exact" else _FloatMomentum(g, x)
     gamma_t = gamma if isinstance(gamma, torch.Tensor) else torch.tensor(g, dtype=x.dtype, device=x.device)
@@ -364,9 +377,7 @@ class _CouplingFunction(torch.autograd.Function):
     def backward(ctx, g1, g2):
         spec = ctx.spec
         layers, arith = spec["layers"], spec["arith"]
-        if arith is None:
-            raise RuntimeError("backward through a memory-free RevNet ran twice (retain_graph is not supported).")
-        spec["arith"] = None
+        arith = _snapshot(arith)
         layers.begin_backward()
         g = [g1, g2]
         for k in reversed(range(len(layers.functions))):
@@ -422,6 +433,7 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         for n in reversed(range(len(layers.functions))):
             arith.unstep_x()
             arith.unstep_v(n, layers.call_backward(n, arith.x_float()))
+            layers.restore()
         out.update(x0=arith.x_float(), v0=arith.v_float(),
                    bit_exact=bool(torch.equal(arith.X, X0) and torch.equal(arith.V, V0)))
         return out
@@ -439,6 +451,7 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         layers.begin_backward()
         for k in reversed(range(len(interleaved))):
             arith.sub(k % 2, k // 2, layers.call_backward(k, arith.get(1 - k % 2)))
+            layers.restore()
         out.update(x0=torch.cat([arith.get(0), arith.get(1)], net.dim),
                    bit_exact=all(torch.equal(a, b) for a, b in zip(arith.s, S0)))
         return out
