@@ -2,5 +2,6 @@
 
 # name -> module (relative to this package)
 BENCHMARKS = {
+    "adjoint": "adjoint",
     "solvers": "solvers",
 }
