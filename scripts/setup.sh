@@ -18,4 +18,7 @@ extras="test,data"
 # never swap torch for another build to satisfy it.
 python -c "import torchvision" >/dev/null 2>&1 && extras="$extras,vision"
 python -m pip install -q -e ".[$extras]"
+# the official momentumnet 0.10 (optional: compat tests and the memory benchmark compare with it);
+# --no-deps: its hard torchvision / vit-pytorch requirements are not needed for that
+python -m pip install -q --no-deps "momentumnet==0.10" >/dev/null 2>&1 || echo "momentumnet not installed (optional)"
 python -c "import torch, secondorder; print('secondorder', secondorder.__version__, 'torch', torch.__version__)"
