@@ -7,4 +7,5 @@ Each module ``theory/<name>.py`` registered in :data:`SCRIPTS` defines
 # name -> module (relative to this package). Later scripts add one line here.
 SCRIPTS = {
     "continuous_limit": "continuous_limit",
+    "fixed_points": "fixed_points",
 }
