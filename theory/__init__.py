@@ -7,5 +7,6 @@ Each module ``theory/<name>.py`` registered in :data:`SCRIPTS` defines
 # name -> module (relative to this package). Later scripts add one line here.
 SCRIPTS = {
     "continuous_limit": "continuous_limit",
+    "representability": "representability",
     "fixed_points": "fixed_points",
 }

@@ -1,0 +1,324 @@
+"""THEORY.md section 3: which linear maps each model can represent.
+
+Checks, in float64 (regime: the ODE time-1 maps ``Psi_eps(theta)``, and for the learning
+experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h = 1/16``,
+``gamma = 1 - h/eps``):
+
+- ``psi`` against the scalar ODE solved by scipy (DOP853, rtol 1e-12) and ``Psi`` against
+  ``so.SecondOrderODE`` (dopri5, rtol 1e-9) on a linear field;
+- closed forms: ``psi(-1/(4 eps)) = (1+a) e^{-a}``; ``m_1 = -0.613499`` at ``-11.0478``;
+  ``-(1+a) e^{-a} < m_eps <= -e^{-a}``, strictly decreasing in ``eps``, the global minimum on a
+  dense scan; ``psi_eps -> exp`` at order 1 in ``eps`` (fitted slope);
+- thresholds: the criterion's threshold on ``diag(mu, 1)`` (bisection on ``is_representable``)
+  equals ``m_eps``, and the smallest simple real eigenvalue of ``Psi_eps(theta)`` over many
+  random real 2x2 ``theta`` (then polished by Nelder-Mead) approaches ``m_eps`` from above and
+  never crosses it; ``-I_2`` is representable at ``eps = 1`` and ``0.1`` through a complex pair;
+- "any linear map up to a factor": ``represent(D, eps, scale="auto")`` on matrices with
+  ``det < 0``, singular and non-diagonalizable ones, residual ``|Psi(theta) - c D|``; for small
+  ``c`` the construction is the local inverse ``theta ~ lam_0 I + c D / psi'(lam_0)`` at the
+  first zero ``lam_0`` of ``psi``; with ``eps = 0`` no multiple of a reflection is reachable;
+- learning: a reflection scaled by ``c = 0.3``; first-order models (ResNet in the ODE scaling,
+  Neural ODE ``expm(theta)``) stall at the floor ``c^2 sigma_min(D)^2`` (Eckart-Young: the
+  distance from ``c D`` to the matrices with ``det >= 0``), momentum models reach ~0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.optimize
+import torch
+from scipy.integrate import solve_ivp
+from torch import nn
+
+import secondorder as so
+from secondorder.linear import (
+    NotRepresentableError,
+    Psi,
+    _dpsi,
+    _g_real,
+    is_representable,
+    m_eps,
+    psi,
+    represent,
+)
+
+from ._claim import Claim, above, below, close, fmt
+
+SECTION = "3"
+DT = torch.float64
+
+
+def _ivp_psi(lam, eps, t1):
+    sol = solve_ivp(lambda t, y: [y[1], (lam * y[0] - y[1]) / eps], [0, t1], [1.0, 0.0],
+                    method="DOP853", rtol=1e-12, atol=1e-14)
+    return sol.y[0, -1]
+
+
+def check_psi(quick):
+    claims = []
+    eps_list = [0.05, 0.3, 1.0, 4.0]
+    lams = [-50.0, -11.0, -2.0, 0.5, 2.0] if quick else [-80.0, -50.0, -11.0, -2.0, -0.1, 0.5, 2.0, 4.0]
+    errs = []
+    for eps in eps_list:
+        for lam in lams:
+            for t1 in (1.0, 2.0):
+                ref = _ivp_psi(lam, eps, t1)
+                errs.append(abs(psi(lam, eps, t1) - ref) / max(1.0, abs(ref)))
+    # DOP853 at rtol 1e-12 over <= ~30 oscillations: 1e-9
+    claims.append(below("psi = scalar ODE solution (scipy DOP853), max rel error", max(errs), 1e-9,
+                        SECTION))
+
+    # Psi against the library's SecondOrderODE on F(t, x) = theta x
+    if hasattr(so, "SecondOrderODE"):
+        rng = np.random.default_rng(1)
+        theta = rng.standard_normal((3, 3))
+        th = torch.tensor(theta, dtype=DT)
+
+        def F(t, x):
+            return x @ th.T
+
+        for eps, t1 in ((0.5, 1.0), (0.2, 1.5)):
+            model = so.SecondOrderODE(F, eps=eps, t1=t1, method="dopri5", rtol=1e-9, atol=1e-11)
+            with torch.no_grad():
+                X = model(torch.eye(3, dtype=DT)).numpy()  # rows: x(t1) for x0 = e_i
+            err = np.abs(X.T - Psi(theta, eps, t1)).max()
+            # dopri5 at rtol 1e-9 / atol 1e-11 on an O(1) solution
+            claims.append(below(f"Psi = so.SecondOrderODE time-t1 map (eps={eps}, t1={t1})", err,
+                                1e-7, SECTION))
+    else:  # secondorder/ode.py not available
+        claims.append(Claim("Psi = so.SecondOrderODE", "skipped (no secondorder.ode)", "-", True, SECTION))
+
+    worst = 0.0
+    for eps in (1e-6, 0.01, 0.1, 1.0, 10.0, 1e6):
+        a = 1 / (2 * eps)
+        want = (1 + a) * math.exp(-a)
+        if want > 0:
+            worst = max(worst, abs(psi(-1 / (4 * eps), eps) - want) / want)
+    claims.append(below("psi(-1/(4 eps)) = (1+a) e^{-a}, max rel error over eps in 1e-6..1e6", worst,
+                        1e-13, SECTION))
+
+    # eps -> 0: |psi_eps - exp| = O(eps), slope of log error vs log eps
+    lam = np.linspace(-3, 2, 21)
+    es = np.array([1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5])
+    err = [np.abs(psi(lam, e) - np.exp(lam)).max() for e in es]
+    slope = np.polyfit(np.log(es), np.log(err), 1)[0]
+    # the next term is O(eps^2): over eps <= 1e-2 the local slope moves by < 0.05
+    claims.append(close("eps -> 0: slope of max|psi_eps - exp| vs eps", slope, 1.0, atol=0.05,
+                        section=SECTION))
+    return claims
+
+
+def check_m_eps(quick):
+    claims = []
+    m1, l1 = m_eps(1.0)
+    claims.append(close("m_1 (THEORY.md: -0.613499)", m1, -0.613499, atol=5e-7, section=SECTION))
+    claims.append(close("argmin of psi_1 (THEORY.md: -11.0478)", l1, -11.0478, atol=5e-5,
+                        section=SECTION))
+    eps_grid = np.geomspace(0.02, 50, 12 if quick else 40)
+    ms = np.array([m_eps(e)[0] for e in eps_grid])
+    a = 1 / (2 * eps_grid)
+    ok = np.all((-(1 + a) * np.exp(-a) < ms) & (ms <= -np.exp(-a)))
+    claims.append(Claim("-(1+a) e^-a < m_eps <= -e^-a on an eps grid", f"{ok} ({len(ms)} values)",
+                        "True", bool(ok), SECTION))
+    claims.append(below("m_eps strictly decreasing in eps: max difference", float(np.diff(ms).max()),
+                        0.0, SECTION))
+    # the first trough is the global minimum: a dense scan of the real line
+    gap = 0.0
+    for eps in (0.1, 1.0, 5.0):
+        m, lam = m_eps(eps)
+        grid = np.linspace(lam - 200 * (1 + eps), 5.0, 400001 if not quick else 100001)
+        gap = max(gap, m - psi(grid, eps).min())
+    # the scan can only miss the minimum by psi'' h^2 (h ~ 1e-3): it is never below it
+    claims.append(below("m_eps - (min of psi on a dense scan), eps in {0.1, 1, 5}", gap, 1e-12,
+                        SECTION))
+    return claims
+
+
+def _min_simple_real_eig(thetas, eps):
+    """Smallest simple real eigenvalue of Psi(theta) over a batch of real 2x2 theta."""
+    P = Psi(thetas, eps)
+    tr = P[:, 0, 0] + P[:, 1, 1]
+    det = P[:, 0, 0] * P[:, 1, 1] - P[:, 0, 1] * P[:, 1, 0]
+    disc = tr * tr / 4 - det
+    real = disc > 1e-12
+    lo = tr / 2 - np.sqrt(np.where(real, disc, 0))
+    return np.where(real, lo, np.inf)
+
+
+def check_thresholds(quick, seed):
+    claims = []
+    rng = np.random.default_rng(seed)
+    for eps in (0.1, 1.0, 3.0):
+        m, lam_star = m_eps(eps)
+        lo, hi = -5.0, 0.5  # bisection on the criterion for D = diag(mu, 1)
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if is_representable(np.diag([mid, 1.0]), eps) else (mid, hi)
+        # the criterion's cluster tolerance (1e-6) decides at the bound
+        claims.append(close(f"criterion threshold on diag(mu, 1) = m_eps (eps={eps})", hi, m,
+                            atol=2e-6, section=SECTION))
+        # numerically: random real 2x2 theta around the trough, then Nelder-Mead
+        n = 4000 if quick else 40000
+        thetas = rng.standard_normal((n, 2, 2)) * 2 * abs(lam_star) / 3 + rng.uniform(
+            1.5 * lam_star, 0.5 * lam_star, (n, 1, 1)) * np.eye(2)
+        vals = _min_simple_real_eig(thetas, eps)
+        best = thetas[int(np.argmin(vals))]
+
+        def f(x):
+            return float(_min_simple_real_eig(x.reshape(1, 2, 2), eps)[0])
+
+        res = scipy.optimize.minimize(f, best.ravel(), method="Nelder-Mead",
+                                      options=dict(xatol=1e-10, fatol=1e-14, maxiter=4000))
+        found = min(float(vals.min()), res.fun)
+        # never below m_eps (rounding of Psi ~1e-14); within 1e-6 |m| after Nelder-Mead
+        claims.append(Claim(f"numerical min real eigenvalue of Psi(theta) over 2x2 theta (eps={eps})",
+                            fmt(found, 9), f"in [m_eps - 1e-12, m_eps + 1e-6 |m|] = {fmt(m, 9)}",
+                            bool(m - 1e-12 <= found <= m + 1e-6 * abs(m)), SECTION))
+    for eps in (1.0, 0.1):
+        theta = represent(-np.eye(2), eps)
+        res = np.abs(Psi(theta, eps) + np.eye(2)).max()
+        w = np.linalg.eigvals(theta)
+        ok = res < 1e-12 and abs(w[0].imag) > 0.1
+        claims.append(Claim(f"-I_2 = Psi(theta) with a complex pair of eigenvalues (eps={eps})",
+                            f"residual {fmt(res)}, eig(theta) {w[0]:.4g}", "residual < 1e-12, non-real",
+                            bool(ok), SECTION))
+    return claims
+
+
+def check_factor(seed):
+    claims = []
+    rng = np.random.default_rng(seed)
+    eps = 1.0
+    Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
+    Q[:, 0] *= np.sign(np.linalg.det(Q)) * -1  # det Q = -1
+    cases = {
+        "reflection diag(-1, 1)": np.diag([-1.0, 1.0]),
+        "random orthogonal, det -1 (4x4)": Q,
+        "random 5x5": rng.standard_normal((5, 5)),
+        "singular rank 1": np.outer([1.0, -2.0, 0.5], [0.3, 1.0, -1.0]),
+        "Jordan block J_2(-3) + [2]": np.array([[-3.0, 1, 0], [0, -3.0, 0], [0, 0, 2.0]]),
+        "nilpotent": np.array([[0.0, 1.0], [0.0, 0.0]]),
+    }
+    worst, cs = 0.0, []
+    for D in cases.values():
+        c, theta = represent(D, eps, scale="auto")
+        worst = max(worst, np.abs(Psi(theta, eps) - c * D).max() / max(1.0, np.abs(c * D).max()))
+        cs.append(c)
+    claims.append(below(f"Psi(theta) = c D for {len(cases)} matrices (det<0, singular, Jordan), "
+                        "max rel residual", worst, 1e-9, SECTION))
+    claims.append(above("smallest factor c used", min(cs), 0.0, SECTION))
+    # small c: theta = g(c D) ~ lam_0 I + c D / psi'(lam_0), error O(c^2)
+    lam0 = _g_real(0.0, eps)
+    d0 = float(_dpsi(lam0, eps))
+    D = cases["random 5x5"]
+    errs = []
+    for c in (1e-2, 1e-3):
+        theta = represent(c * D, eps)
+        errs.append(np.abs(theta - (lam0 * np.eye(5) + c * D / d0)).max())
+    slope = math.log(errs[0] / errs[1]) / math.log(10)
+    claims.append(close("theta(c D) - (lam_0 I + c D/psi'(lam_0)) = O(c^2): slope", slope, 2.0,
+                        atol=0.1, section=SECTION))
+    # eps = 0: no multiple of the reflection
+    raised = []
+    for c in (1.0, 0.3, 1e-3):
+        try:
+            represent(c * np.diag([-1.0, 1.0]), 0.0)
+            raised.append(False)
+        except NotRepresentableError:
+            raised.append(True)
+    claims.append(Claim("eps = 0: c * reflection not representable, c in {1, 0.3, 1e-3}",
+                        str(all(raised)), "True", all(raised), SECTION))
+    return claims
+
+
+class HLinear(nn.Module):
+    """Residual function in the ODE scaling: ``f(x) = h theta x`` (rows: ``x @ (h theta)^T``)."""
+
+    def __init__(self, d, h, generator):
+        super().__init__()
+        self.h = h
+        self.theta = nn.Parameter(0.01 * torch.randn(d, d, generator=generator, dtype=DT))
+
+    def forward(self, x):
+        return self.h * x @ self.theta.T
+
+
+def train_linear(kind, target, eps, depth, steps, lr, seed):
+    """Fit ``target`` (d x d) by gradient descent (Adam); returns (final loss, model).
+
+    Loss ``|A - target|_F^2`` where ``A`` is the model's linear map (the network applied to the
+    rows of ``I``): ``kind`` in ``resnet``, ``momentum`` (depth layers ``f_n = h theta_n x``,
+    ``h = 1/depth``, ``gamma = 1 - h/eps``), ``node`` (``expm(theta)``), ``second_order``
+    (``Psi(theta, eps)``)."""
+    d = target.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    h = 1.0 / depth
+    X0 = torch.eye(d, dtype=DT)
+    if kind in ("resnet", "momentum"):
+        fs = [HLinear(d, h, g) for _ in range(depth)]
+        model = so.ResNet(fs) if kind == "resnet" else so.MomentumResNet(fs, gamma=1 - h / eps)
+
+        def fwd():
+            return model(X0).T
+    else:
+        model = nn.Parameter(0.01 * torch.randn(d, d, generator=g, dtype=DT))
+
+        def fwd():
+            return torch.linalg.matrix_exp(model) if kind == "node" else Psi(model, eps)
+
+    params = list(model.parameters()) if isinstance(model, nn.Module) else [model]
+    opt = torch.optim.Adam(params, lr=lr)
+    T = torch.as_tensor(target, dtype=DT)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((fwd() - T) ** 2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return float(((fwd() - T) ** 2).sum()), model
+
+
+def check_learning(quick, seed):
+    claims = []
+    eps, depth, c = 1.0, 16, 0.3
+    steps = 600 if quick else 2000
+    targets = {"reflection": np.diag([-1.0, 1.0])}
+    if not quick:
+        rng = np.random.default_rng(seed)
+        Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
+        Q[:, 0] *= -np.sign(np.linalg.det(Q))
+        targets["orthogonal det -1 (3x3)"] = Q
+    m = m_eps(eps)[0]
+    for name, D in targets.items():
+        floor = (c * np.linalg.svd(D, compute_uv=False).min()) ** 2
+        tag = f"{name}, c={c}, eps={eps}, depth {depth}"
+        loss, net = train_linear("resnet", c * D, eps, depth, steps, 0.1, seed)
+        rho = max(float(torch.linalg.eigvals(f.h * f.theta.detach()).abs().max()) for f in net.functions)
+        claims.append(below(f"ResNet stays in the ODE regime: max_n rho(h theta_n) ({name})", rho, 1.0,
+                            SECTION))
+        # det(prod(I + h theta_n)) > 0 when every rho(h theta_n) < 1: loss >= floor; stall within 5%
+        ok = floor * (1 - 1e-9) <= loss <= 1.05 * floor
+        claims.append(Claim(f"ResNet loss stalls at floor c^2 sigma_min^2 ({tag})", fmt(loss),
+                            f"in [{fmt(floor)}, 1.05 x floor]", bool(ok), SECTION))
+        loss, _ = train_linear("node", c * D, eps, depth, steps, 0.1, seed)
+        ok = floor * (1 - 1e-9) <= loss <= 1.1 * floor
+        claims.append(Claim(f"Neural ODE expm(theta) loss stalls at floor ({tag})", fmt(loss),
+                            f"in [{fmt(floor)}, 1.1 x floor]", bool(ok), SECTION))
+        loss, _ = train_linear("momentum", c * D, eps, depth, steps, 0.1, seed)
+        claims.append(below(f"Momentum ResNet (gamma = 1 - h/eps) loss ({tag})", loss, 1e-8, SECTION))
+        loss, _ = train_linear("second_order", c * D, eps, depth, steps, 0.1, seed)
+        claims.append(below(f"second-order ODE Psi(theta) loss ({tag})", loss, 1e-8, SECTION))
+    # unscaled: -1 < m_eps is a simple eigenvalue, not representable; the ODE model stays away
+    loss, _ = train_linear("second_order", targets["reflection"], eps, depth, steps, 0.1, seed)
+    claims.append(above(f"second-order ODE on the unscaled reflection: loss (>= ~(1+m_eps)^2 = "
+                        f"{(1 + m) ** 2:.4f})", loss, 0.5 * (1 + m) ** 2, SECTION))
+    return claims
+
+
+def run(quick: bool = False, seed: int = 0) -> list[Claim]:
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    return (check_psi(quick) + check_m_eps(quick) + check_thresholds(quick, seed)
+            + check_factor(seed) + check_learning(quick, seed))
