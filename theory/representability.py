@@ -166,7 +166,7 @@ def check_thresholds(quick, seed):
         vals = _min_simple_real_eig(thetas, eps)
         best = thetas[int(np.argmin(vals))]
 
-        def f(x):
+        def f(x, eps=eps):
             return float(_min_simple_real_eig(x.reshape(1, 2, 2), eps)[0])
 
         res = scipy.optimize.minimize(f, best.ravel(), method="Nelder-Mead",
