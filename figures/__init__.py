@@ -11,4 +11,5 @@
 FIGURES = {
     "solvers": "solvers",
     "continuous_limit": "continuous_limit",
+    "fixed_points": "fixed_points",
 }
