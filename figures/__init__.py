@@ -11,5 +11,7 @@
 FIGURES = {
     "solvers": "solvers",
     "continuous_limit": "continuous_limit",
+    "psi_real_line": "psi_real_line",
+    "representable_region": "representable_region",
     "fixed_points": "fixed_points",
 }
