@@ -7,6 +7,8 @@ Momentum ResNet, a RevNet, a Neural ODE or a second-order ODE.
 from . import linear as linear
 from ._version import __version__ as __version__
 from .convert import to_momentum as to_momentum
+from .data import least_squares_problems as least_squares_problems
+from .data import logistic_problems as logistic_problems
 from .discretize import discretize as discretize
 from .discretize import eps_from_gamma as eps_from_gamma
 from .discretize import gamma_from_eps as gamma_from_eps
