@@ -666,6 +666,10 @@ def _construct(D, eps, info):
         else:
             raise NotImplementedError("could not build a starting theta for this defective D.")
         theta = _polish(theta, D, eps)
+    elif D.shape[0] <= 20 and np.abs(Psi(theta, eps) - D).max() > 1e-12 * _scale(D) * max(
+        1.0, float(np.abs(theta).max())
+    ):  # eigenvalues merged into one cluster (within 1e-6) are only approximately equal
+        theta = _polish(theta, D, eps)
     return theta
 
 

@@ -339,3 +339,13 @@ def test_threshold_simple_real_eigenvalues(mu, nu, eps):
     else:
         with pytest.raises(NotRepresentableError, match=f"eigenvalue {mu:.6g} of D"):
             represent(D, eps)
+
+
+def test_represent_nearly_repeated_eigenvalues():
+    # eigenvalues closer than the cluster tolerance (1e-6) are refined by Newton on Psi = D
+    rng = np.random.default_rng(3)
+    for D, eps in ((np.diag([2.0, 2.0 + 3e-7, 0.5]), 1.0),
+                   (Psi(rng.standard_normal((3, 3)), 1e6), 1e6)):  # D = I + O(1e-6)
+        theta = represent(D, eps)
+        # Newton stops at float64 rounding of Psi (|theta| up to ~1e6 at eps = 1e6)
+        np.testing.assert_allclose(Psi(theta, eps), D, rtol=0, atol=1e-13)
