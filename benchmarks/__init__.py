@@ -2,6 +2,7 @@
 
 # name -> module (relative to this package)
 BENCHMARKS = {
+    "memory": "memory",
     "adjoint": "adjoint",
     "solvers": "solvers",
 }

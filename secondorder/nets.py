@@ -104,8 +104,9 @@ class MomentumResNet(nn.Module):
     ``net(x, *args, v0=None, return_velocity=False, **kwargs)`` returns ``x_N`` (or ``(x_N, v_N)``);
     extra arguments reach every residual function. Any tensor shape works; the dtype is kept.
 
-    In exact mode gamma is applied as the rational ``n/d`` of :meth:`exact_gamma` (equal to gamma
-    for short decimals such as 0.9, within 1e-12 otherwise), the states are rounded to the fixed-point
+    In exact mode gamma is applied as the rational ``n/d`` of :meth:`exact_gamma` (float64: equal
+    to gamma for short decimals such as 0.9, within ~1e-18 otherwise; float32: a power-of-two
+    denominator, within 2.3e-10, for speed), the states are rounded to the fixed-point
     quantum ``2**-bits`` after every layer, and gradients equal autograd's up to that rounding.
     A value leaving the fixed-point range, or NaN/inf, raises
     :class:`secondorder.exact.FixedPointOverflowError` (a ``ValueError``).
@@ -132,10 +133,11 @@ class MomentumResNet(nn.Module):
         g = "learnable" if isinstance(self.gamma, nn.Parameter) else self.gamma
         return f"depth={len(self.functions)}, gamma={g}, backward={self.backward!r}"
 
-    def exact_gamma(self) -> Fraction:
-        """The rational ``n/d`` that exact mode uses for the current gamma."""
+    def exact_gamma(self, dtype=torch.float32) -> Fraction:
+        """The rational ``n/d`` that exact mode uses for the current gamma on inputs of ``dtype``
+        (exact for short decimals; see :func:`secondorder.exact.rational_gamma`)."""
         g = self.gamma.detach() if isinstance(self.gamma, torch.Tensor) else self.gamma
-        return _exact.rational_gamma(float(g))
+        return _exact.rational_gamma(float(g), dyadic=dtype != torch.float64)
 
     def _start(self, x, v0):
         if not isinstance(x, torch.Tensor):

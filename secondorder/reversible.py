@@ -216,8 +216,8 @@ class _ExactMomentum:
     def __init__(self, gamma, x, bits=None):
         self.gamma = gamma
         self.c = 1 - gamma  # the same float factor the autograd path multiplies f by
-        self.frac = _exact.rational_gamma(gamma)
         self.fmt = _exact.FixedPoint(x.dtype, bits)
+        self.frac = _exact.rational_gamma(gamma, dyadic=x.dtype != torch.float64)
         self.checks = _Checks(self.fmt)
 
     def encode(self, x, v):

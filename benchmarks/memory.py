@@ -1,0 +1,251 @@
+"""Peak memory and time of one training step against depth, and gradient errors of the memory-saving modes.
+
+Each configuration runs in a fresh subprocess. On CPU the peak is the process's resident-set
+high-water mark during the step (``VmHWM`` after resetting it through ``/proc/self/clear_refs``),
+with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors really leave the process (THEORY.md
+section 7); on CUDA it is ``torch.cuda.max_memory_allocated`` during the step. The network is one
+weight-tied block ``Linear(d, h)-Tanh-Linear(h, d)`` repeated ``depth`` times, so that parameter
+memory is the same at every depth and the table shows what each method stores per layer.
+
+    python -m benchmarks memory [--quick] [--device cpu|cuda] [--out FILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = {
+    "resnet_autograd": "ResNet, autograd (stores activations)",
+    "resnet_checkpoint": "ResNet, torch.utils.checkpoint over sqrt(depth) segments",
+    "momentum_autograd": "Momentum ResNet, autograd",
+    "momentum_exact": "Momentum ResNet, backward='exact'",
+    "momentum_float": "Momentum ResNet, backward='float'",
+    "revnet_exact": "RevNet, backward='exact'",
+    "official_momentumnet": "momentumnet 0.10, use_backprop=False (when installed)",
+}
+
+
+def _build(method, depth, d, h, gamma, device, dtype):
+    import torch
+    from torch import nn
+
+    import secondorder as so
+
+    torch.manual_seed(0)
+    block = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, d)).to(device, dtype)
+    with torch.no_grad():
+        for p in block.parameters():
+            p.mul_(0.5)
+    if method == "resnet_autograd":
+        return so.ResNet([block] * depth)
+    if method == "resnet_checkpoint":
+        from torch.utils.checkpoint import checkpoint_sequential
+
+        class Residual(nn.Module):
+            def __init__(self, f):
+                super().__init__()
+                self.f = f
+
+            def forward(self, x):
+                return x + self.f(x)
+
+        seq = nn.Sequential(*[Residual(block) for _ in range(depth)])
+        segments = max(1, round(math.sqrt(depth)))
+
+        class Checkpointed(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.seq = seq
+
+            def forward(self, x):
+                return checkpoint_sequential(self.seq, segments, x, use_reentrant=False)
+
+        return Checkpointed()
+    if method.startswith("momentum_"):
+        return so.MomentumResNet([block] * depth, gamma, backward=method.split("_")[1])
+    if method == "revnet_exact":
+        half = d // 2
+        F = nn.Sequential(nn.Linear(half, h // 2), nn.Tanh(), nn.Linear(h // 2, half)).to(device, dtype)
+        G = nn.Sequential(nn.Linear(half, h // 2), nn.Tanh(), nn.Linear(h // 2, half)).to(device, dtype)
+        return so.RevNet([F] * depth, [G] * depth, backward="exact")
+    if method == "official_momentumnet":
+        import momentumnet
+
+        return momentumnet.MomentumNet([block] * depth, gamma, use_backprop=False)
+    raise ValueError(f"method == {method!r}, must be one of {', '.join(METHODS)}.")
+
+
+def _rss_kib(field):
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def child(cfg):
+    """Run in a fresh process: one warm-up step, then measure peak memory and time of a step."""
+    import torch
+
+    torch.set_num_threads(1)
+    device, dtype = cfg["device"], getattr(torch, cfg["dtype"])
+    net = _build(cfg["method"], cfg["depth"], cfg["d"], cfg["h"], cfg["gamma"], device, dtype)
+    x = torch.randn(cfg["batch"], cfg["d"], device=device, dtype=dtype)
+
+    def step():
+        out = net(x.requires_grad_(False))
+        loss = (out**2).mean()
+        loss.backward()
+        return float(loss)
+
+    step()  # warm-up: allocates the gradient buffers, which every later step reuses
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        base = _rss_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the high-water mark to the current RSS
+        step()
+        peak = (_rss_kib("VmHWM") - base) * 1024
+    times = []
+    for _ in range(cfg["repeats"]):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return {"peak_bytes": peak, "seconds": statistics.median(times)}
+
+
+def measure(method, depth, *, d=64, h=128, batch=512, gamma=0.9, device="cpu", dtype="float32", repeats=3):
+    """Measure one configuration in a fresh subprocess; returns a dict (or one with ``error``)."""
+    cfg = dict(method=method, depth=depth, d=d, h=h, batch=batch, gamma=gamma, device=device, dtype=dtype, repeats=repeats)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    code = "import json,sys; from benchmarks.memory import child; print('RESULT', json.dumps(child(json.loads(sys.argv[1]))))"
+    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return {**cfg, **json.loads(line[7:])}
+    err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {**cfg, "error": err}
+
+
+def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32", "float64")):
+    """Relative gradient error (parameters and input) of each memory-saving mode against autograd."""
+    import torch
+    from torch import nn
+
+    import secondorder as so
+
+    rows = []
+    for dtype_name in dtypes:
+        dtype = getattr(torch, dtype_name)
+        for depth in depths:
+            torch.manual_seed(0)
+            fs = [nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, d)).to(dtype) for _ in range(depth)]
+            x = torch.randn(batch, d, dtype=dtype)
+
+            def grads(net):
+                net.zero_grad()
+                xi = x.clone().requires_grad_(True)
+                (net(xi) ** 2).mean().backward()
+                return torch.cat([xi.grad.flatten()] + [p.grad.flatten() for p in net.parameters()])
+
+            ref = grads(so.MomentumResNet(fs, gamma))
+            row = {"dtype": dtype_name, "depth": depth}
+            for mode in ("exact", "float"):
+                g = grads(so.MomentumResNet(fs, gamma, backward=mode))
+                row[mode] = float((g - ref).norm() / ref.norm())
+            try:
+                import momentumnet
+
+                g = grads(momentumnet.MomentumNet(fs, gamma, use_backprop=False))
+                row["official_momentumnet"] = float((g - ref).norm() / ref.norm())
+            except ImportError:
+                pass
+            rows.append(row)
+    return rows
+
+
+def run(quick=False, device="cpu", seed=0, progress=True):
+    from tqdm.auto import tqdm
+
+    try:
+        import momentumnet  # noqa: F401
+
+        methods = list(METHODS)
+    except ImportError:
+        methods = [m for m in METHODS if m != "official_momentumnet"]
+    depths = [10, 100, 300] if quick else [10, 30, 100, 300, 1000]
+    jobs = [(m, n) for n in depths for m in methods]
+    rows = []
+    for m, n in tqdm(jobs, desc="memory", disable=not progress):
+        rows.append(measure(m, n, device=device, repeats=2 if quick else 5))
+    errs = gradient_errors([10, 100, 1000] if quick else [10, 100, 1000, 3000])
+    return {"device": device, "quick": quick, "rows": rows, "gradient_errors": errs}
+
+
+def table(result):
+    rows = result["rows"]
+    depths = sorted({r["depth"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    by = {(r["method"], r["depth"]): r for r in rows}
+    lines = [f"peak memory of one training step (MiB) / time per step (ms), device={result['device']}"]
+    lines.append("| method | " + " | ".join(f"depth {n}" for n in depths) + f" | mem {depths[-1]}/{depths[0]} | time vs momentum_autograd at {depths[-1]} |")
+    lines.append("|---" * (len(depths) + 3) + "|")
+    ref_t = by.get(("momentum_autograd", depths[-1]), {}).get("seconds")
+    for m in methods:
+        cells = []
+        for n in depths:
+            r = by[(m, n)]
+            cells.append("error" if "error" in r else f"{r['peak_bytes'] / 2**20:.1f} / {1e3 * r['seconds']:.1f}")
+        a, b = by[(m, depths[0])], by[(m, depths[-1])]
+        ratio = f"{b['peak_bytes'] / max(a['peak_bytes'], 1):.2f}x" if "error" not in a and "error" not in b else "-"
+        tr = f"{b['seconds'] / ref_t:.2f}x" if ref_t and "error" not in b else "-"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {tr} |")
+    lines.append("")
+    lines.append("relative gradient error against autograd (Momentum ResNet, gamma 0.9)")
+    keys = [k for k in ("exact", "float", "official_momentumnet") if k in result["gradient_errors"][0]]
+    lines.append("| dtype | depth | " + " | ".join(keys) + " |")
+    lines.append("|---" * (len(keys) + 2) + "|")
+    for r in result["gradient_errors"]:
+        lines.append(f"| {r['dtype']} | {r['depth']} | " + " | ".join(f"{r[k]:.2e}" for k in keys) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="secondorder bench memory", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="depths 10, 100, 300 (default 10 .. 1000)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=0, help="seed (the configuration seeds torch with 0 in each child)")
+    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/memory_<device>.json)")
+    args = p.parse_args(argv)
+    from secondorder._io import write_json
+
+    result = run(quick=args.quick, device=args.device, seed=args.seed)
+    print(table(result))
+    out = args.out or str(Path(__file__).resolve().parent / "results" / f"memory_{args.device}{'_quick' if args.quick else ''}.json")
+    write_json(out, result)
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
