@@ -638,6 +638,21 @@ def _polish(theta, D, eps, iters=8):
     return theta
 
 
+def _bound_projector(D, info):
+    """Spectral projector onto the eigenspaces of the semisimple real eigenvalues at or below
+    ``m_eps`` (``P = V (W^T V)^-1 W^T`` from right and left eigenvectors)."""
+    d = D.shape[0]
+    P = np.zeros((d, d))
+    for e in info:
+        if e["kind"] not in ("negative", "boundary"):
+            continue
+        k, mu = len(e["idx"]), e["mu"].real
+        V = np.linalg.svd(D - mu * np.eye(d))[2][-k:].T
+        W = np.linalg.svd((D - mu * np.eye(d)).T)[2][-k:].T
+        P = P + V @ np.linalg.solve(W.T @ V, W.T)
+    return P
+
+
 def _construct(D, eps, info):
     """A real ``theta`` with ``Psi(theta, eps) = D`` (``t1 = 1``), given ``D`` passes the test."""
     lam_of = lambda e: _choose(e, eps)  # noqa: E731
@@ -649,16 +664,14 @@ def _construct(D, eps, info):
                 "of size >= 2 on eigenvalues reached only through complex-conjugate pairs is not "
                 "implemented."
             )
-        if any(e["kind"] in ("negative", "boundary") for e in info):
-            raise NotImplementedError(
-                "D is representable by the criterion, but constructing theta for a "
-                "non-diagonalizable D with repeated eigenvalues below m_eps is not implemented."
-            )
         # defective: theta for a nearby diagonalizable matrix, then Newton on Psi(theta) = D
-        # (a few seeds: a real eigenvalue may split to either side of a bound, or into a pair)
+        # (a few seeds: a real eigenvalue may split to either side of a bound, or into a pair).
+        # The perturbation (I - P) E (I - P) leaves the (semisimple) eigenvalues at or below
+        # m_eps untouched: P is their spectral projector, so they keep their eigenvectors.
+        Q = np.eye(D.shape[0]) - _bound_projector(D, info)
         for seed in range(8):
             rng = np.random.default_rng(seed)
-            Dp = D + 1e-7 * _scale(D) * rng.standard_normal(D.shape)
+            Dp = D + 1e-7 * _scale(D) * (Q @ rng.standard_normal(D.shape) @ Q)
             info_p, problems, _ = _analyse(Dp, eps)
             theta = _real_form(Dp, info_p, lam_of) if not problems else None
             if theta is not None:

@@ -349,3 +349,18 @@ def test_represent_nearly_repeated_eigenvalues():
         theta = represent(D, eps)
         # Newton stops at float64 rounding of Psi (|theta| up to ~1e6 at eps = 1e6)
         np.testing.assert_allclose(Psi(theta, eps), D, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_represent_defective_with_paired_negative_eigenvalue(eps):
+    # -I_2 (reached by a complex pair) next to a Jordan block on the increasing branch, in a
+    # random basis: the perturbation spares the -1 eigenspace, Newton finishes
+    S = np.random.default_rng(5).standard_normal((4, 4))
+    B = np.zeros((4, 4))
+    B[:2, :2] = -np.eye(2)
+    B[2:, 2:] = [[1.0, 1.0], [0.0, 1.0]]
+    D = S @ B @ np.linalg.inv(S)
+    theta = represent(D, eps)
+    np.testing.assert_allclose(Psi(theta, eps), D, atol=1e-11 * np.abs(D).max())
+    w = np.linalg.eigvals(theta)
+    assert np.sum(np.abs(w.imag) > 1) == 2  # the complex pair that maps to -1
