@@ -353,11 +353,14 @@ def train_solver(kind, problem, d, depth, steps, batch, lr=1e-2, seed=0):
 def learning_to_optimize(quick=True, seed=0):
     """Train the three :class:`Solver` kinds on both problem families at several depths.
 
-    Returns a dict: ``config``; ``table[problem][kind][depth] = {"train", "test", "test_x<k>"}``
-    (relative errors on the training batch and a held-out batch at the trained depth and at ``k``
-    times it); ``curves[problem][kind]`` = test relative error against iteration ``0..K depth_f``
-    for the model trained at ``depth_f = config["curve_depth"]``; ``gamma[problem][depth]`` the
-    learned momentum; ``seconds``.
+    Returns a dict: ``config``; ``table[problem][kind][depth] = {"test", "test_x<k>",
+    "min_past"}`` (:func:`relative_error` on ``n_test`` held-out instances at the trained depth,
+    at ``k`` times it, and the smallest over iterations ``depth .. K depth``,
+    ``K = max(config["extend"])``); ``curves[problem][kind]`` = that error at every iteration
+    ``0 .. K curve_depth`` for the models trained at ``config["curve_depth"]``;
+    ``gamma[problem][depth]`` the learned momentum; ``momentum_radius[problem]`` and
+    ``revnet_radius[problem]``: the spectral radius of the trained layer at the solution
+    (:func:`_fixed_point_radius`); ``seconds``. Cached per ``(quick, seed)``: do not mutate.
     """
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -487,11 +490,19 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m theory.fixed_points", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the results as JSON here")
     args = p.parse_args(argv)
     res = learning_to_optimize(args.quick, args.seed)
     print(markdown_table(res))
-    print(f"\n({res['seconds']:.1f}s, config {res['config']})")
-    return 0
+    print(f"\n({res['seconds']:.1f}s, config {res['config']})\n")
+    claims = _l2o_claims(res)
+    for c in claims:
+        print(f"  {'PASS' if c.passed else 'FAIL'}  {c.name}  measured {c.measured}  expected {c.expected}")
+    if args.out:
+        from secondorder._io import write_json
+
+        write_json(args.out, res)
+    return 0 if all(c.passed for c in claims) else 1
 
 
 if __name__ == "__main__":
