@@ -19,3 +19,22 @@ def test_runner_exits_nonzero_on_a_failed_claim(tmp_path, monkeypatch):
 
     monkeypatch.setattr(mod, "run", lambda quick, seed: [Claim("forced failure", 1, 0, False)])
     assert runner.run(["continuous_limit"], True, 0, str(tmp_path / "r.json")) == 1
+
+
+def test_figures_render_quick(tmp_path):
+    """Both figures render in quick mode; their key numbers are the fitted orders and NFE counts."""
+    from figures.__main__ import render
+
+    written = render(["continuous_limit", "solvers"], quick=True, out=tmp_path, progress=False)
+    for name in ("continuous_limit", "solvers"):
+        assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+        assert (tmp_path / f"{name}.pdf").exists()
+    cl = written["continuous_limit"]["numbers"]
+    for eps in ("0.1", "1", "10"):
+        # the same band and tolerance as the theory script's slope claims
+        assert abs(cl[f"slope_x eps={eps}"] + 1) < 0.05 and abs(cl[f"slope_v eps={eps}"] + 1) < 0.05
+    s = written["solvers"]["numbers"]
+    # both first order: the Momentum ResNet needs as many F evaluations as Euler, within 2x
+    assert 0.5 <= s["err<=1e-03 eps=1 momentum"] / s["err<=1e-03 eps=1 euler"] <= 2
+    # fourth order reaches 1e-6 with <= 1/8 of the evaluations the momentum net needs for 1e-3
+    assert s["err<=1e-06 eps=1 rk4"] * 8 <= s["err<=1e-03 eps=1 momentum"]

@@ -36,6 +36,13 @@ D = torch.float64
 NS = [32, 64, 128, 256, 512, 1024, 2048, 4096]
 SLOPE_TOL = 0.05
 REF = dict(method="dopri5", rtol=1e-12, atol=1e-14)
+# quick mode fits over N = 32..1024 (6 resolutions, same asymptotic band, 16x fewer layers)
+NS_QUICK = NS[:6]
+# eps -> 0 is stiff (dopri5 needs ~3000 NFE at eps = 0.0025): rtol 1e-8 keeps the solver error
+# (~1e-8 relative) 5 orders below the measured gaps (>= 1e-3), so the fitted slope is unaffected
+ZERO_TOL = dict(method="dopri5", rtol=1e-8, atol=1e-10)
+# 5 values with eps <= 0.04: the O(eps^2) part of the gap moves the slope by < 0.03 here
+ZERO_EPSS = [0.04, 0.02, 0.01, 0.005, 0.0025]
 
 
 class TimeMLP(nn.Module):
@@ -84,6 +91,7 @@ def linear_exact(A, eps, x0, u0, t1=1.0):
 
 
 def rel(a, b) -> float:
+    a, b = a.detach(), b.detach()
     return float((a - b).norm() / b.norm())
 
 
@@ -115,9 +123,9 @@ def convergence(F, eps, x0, u0, Ns=NS, exact=None):
 
 @torch.no_grad()
 def eps_to_zero(F, x0, epss):
-    """``|x_eps(1) - x_0(1)| / |x_0(1)|`` for each eps (solver at rtol 1e-12)."""
-    ref = so.NeuralODE(F, **REF)(x0)
-    errs = [rel(so.SecondOrderODE(F, eps=e, **REF)(x0), ref) for e in epss]
+    """``|x_eps(1) - x_0(1)| / |x_0(1)|`` for each eps (dopri5 at rtol 1e-8, see ZERO_TOL)."""
+    ref = so.NeuralODE(F, **ZERO_TOL)(x0)
+    errs = [rel(so.SecondOrderODE(F, eps=e, **ZERO_TOL)(x0), ref) for e in epss]
     return {"eps": list(epss), "err": errs, "slope": fit_slope(epss, errs)}
 
 
@@ -177,11 +185,13 @@ def run(quick: bool, seed: int) -> list[Claim]:
     u0 = 0.5 * torch.randn(16, 2, generator=g, dtype=D)
 
     # 1. order 1 on the neural F, x and v/h
+    Ns = NS_QUICK if quick else NS
+    band = f"N={Ns[0]}..{Ns[-1]}"
     for eps in ([1.0, 0.1] if quick else [1.0, 0.1, 10.0]):
-        c = convergence(F, eps, x0, u0)
+        c = convergence(F, eps, x0, u0, Ns=Ns)
         for key in ("x", "v"):
             what = "x_N" if key == "x" else "v_N/h"
-            claims.append(close(f"order of {what} -> ODE, neural F, eps={eps} (N=32..4096)",
+            claims.append(close(f"order of {what} -> ODE, neural F, eps={eps} ({band})",
                                 c[f"slope_{key}"], -1.0, atol=SLOPE_TOL, section=SECTION))
 
     # 2. order 1 on a linear F against its closed form (expm of the first-order system)
@@ -189,7 +199,7 @@ def run(quick: bool, seed: int) -> list[Claim]:
     xl = torch.randn(8, 3, generator=g, dtype=D)
     ul = torch.randn(8, 3, generator=g, dtype=D)
     eps = 0.5
-    c = convergence(Linear(A), eps, xl, ul, exact=linear_exact(A, eps, xl, ul))
+    c = convergence(Linear(A), eps, xl, ul, Ns=Ns, exact=linear_exact(A, eps, xl, ul))
     for key in ("x", "v"):
         what = "x_N" if key == "x" else "v_N/h"
         claims.append(close(f"order of {what} -> closed form, linear F, eps={eps}",
@@ -211,8 +221,7 @@ def run(quick: bool, seed: int) -> list[Claim]:
                         section=SECTION))
 
     # 4. eps -> 0 recovers the first-order model with O(eps) error
-    # 5 values with eps <= 0.04: the O(eps^2) part of the gap moves the slope by < 0.03 here
-    epss = [0.04, 0.02, 0.01, 0.005, 0.0025]
+    epss = ZERO_EPSS
     z = eps_to_zero(F, x0, epss)
     # the gap is eps * (a boundary layer term + a smooth O(1) term) + O(eps^2): slope 1 within 0.1
     claims.append(close(f"eps -> 0: |x_eps(1) - x_0(1)| slope in eps ({epss[0]}..{epss[-1]})",
@@ -225,19 +234,20 @@ def run(quick: bool, seed: int) -> list[Claim]:
         psi_err.append(abs(psi - math.exp(lam)))
     claims.append(close("eps -> 0: |psi_eps(-2) - e^-2| slope (closed form)", fit_slope(epss, psi_err),
                         1.0, atol=0.1, section=SECTION))
-    num = abs(so.SecondOrderODE(lambda x: lam * x, eps=epss[-1], **REF)(torch.ones(1, dtype=D)).item()
-              - math.exp(lam))
+    num = abs(so.SecondOrderODE(lambda x: lam * x, eps=epss[-1], method="dopri5", rtol=1e-10,
+                                atol=1e-12)(torch.ones(1, dtype=D)).item() - math.exp(lam))
     claims.append(close(f"solver matches psi_eps at eps={epss[-1]}: gap to e^-2", num, psi_err[-1],
-                        rtol=1e-6, section=SECTION))  # rtol 1e-12 solver: 6 digits of a 1e-3 gap
+                        rtol=1e-5, section=SECTION))  # rtol 1e-10 solver: 1e-7 of a 1e-3 gap
 
     # 5. gamma fixed, N growing: the limit is first order. gamma = 0.5 gives eps_N = 2/N <= 1/16
     # on the band, so the O(eps_N^2) term moves local slopes by < 0.03 (0.9 would need N >= 256).
-    fg = fixed_gamma(F, x0, 0.5)
+    fg = fixed_gamma(F, x0, 0.5, Ns=Ns)
     claims.append(close("gamma=0.5 fixed, N -> inf: slope of distance to the first-order ODE",
                         fg["slope_first"], -1.0, atol=SLOPE_TOL, section=SECTION))
     claims.append(below(
-        f"gamma=0.5 fixed, N=4096: dist. to 1st-order ODE / dist. to 2nd-order ODE (eps={fg['eps0']:.4g})",
-        fg["to_first"][-1] / fg["to_second"][-1], 0.01, section=SECTION))
+        f"gamma=0.5 fixed, N={Ns[-1]}: dist. to 1st-order ODE / dist. to 2nd-order ODE (eps={fg['eps0']:.4g})",
+        fg["to_first"][-1] / fg["to_second"][-1], 0.05, section=SECTION))  # measured 0.018 at
+    # N = 1024 and 0.0044 at N = 4096 (the first distance is O(1/N), the second tends to a constant)
 
     # 6. gradients: adjoint error grows as eps -> 0; exact discretization does not
     ge = gradient_errors(F, x0[:8], [1.0, 0.1] if quick else [1.0, 0.3, 0.1, 0.05])
