@@ -364,3 +364,19 @@ def test_represent_defective_with_paired_negative_eigenvalue(eps):
     np.testing.assert_allclose(Psi(theta, eps), D, atol=1e-11 * np.abs(D).max())
     w = np.linalg.eigvals(theta)
     assert np.sum(np.abs(w.imag) > 1) == 2  # the complex pair that maps to -1
+
+
+def test_Psi_small_eps_large_theta_uses_eigenvalues():
+    # 4 eps |theta| > 1/2 with eps < 1e-2: the eigen formula; compare with the block exponential
+    # (stiffness 1/eps = 1e3 costs it ~1e3 x rounding) and with psi on the eigenvalues
+    from secondorder.linear import _Psi_block
+
+    S = np.random.default_rng(6).standard_normal((3, 3))
+    theta = S @ np.diag([-300.0, 1.0, 2.0]) @ np.linalg.inv(S)
+    P = Psi(theta, 1e-3)
+    np.testing.assert_allclose(P, _Psi_block(theta, 1e-3, np), atol=1e-10)
+    want = S @ np.diag(psi(np.array([-300.0, 1.0, 2.0]), 1e-3)) @ np.linalg.inv(S)
+    np.testing.assert_allclose(P, want, atol=1e-11)
+    th = torch.tensor(theta, requires_grad=True)
+    np.testing.assert_allclose(Psi(th, 1e-3).detach().numpy(), want, atol=1e-11)
+    assert torch.autograd.gradcheck(lambda t: Psi(t, 1e-3), (th,))
