@@ -703,7 +703,9 @@ def represent(D, eps, t1=1.0, scale=None):
     ``mu >= m_eps`` gets the real preimage on the increasing branch of ``psi`` (``log mu`` for
     ``eps = 0``), complex eigenvalues a complex preimage (Newton / continuation) and repeated
     real eigenvalues below ``m_eps`` a complex-conjugate pair of preimages. A non-diagonalizable
-    ``D`` starts from a ``1e-7`` perturbation and is refined by Newton on ``Psi(theta) = D``.
+    ``D`` starts from a ``1e-7`` perturbation (sparing the eigenspaces at or below ``m_eps``)
+    and is refined by Newton on ``Psi(theta) = D``; so are eigenvalues closer than the cluster
+    tolerance ``1e-6 max(1, |D|_max)``.
     The result is checked: ``|Psi(theta) - D|_max <= 1e-6 max(1, |D|_max)`` or RuntimeError.
 
     ``scale="auto"``: ``c = 1`` if ``D`` is representable; otherwise (``eps > 0``) the largest

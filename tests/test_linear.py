@@ -267,6 +267,11 @@ def test_represent_input_errors():
         represent(np.eye(2) * 1j, 1.0)
     with pytest.raises(ValueError, match=r"non-finite values .* in D"):
         represent(np.array([[np.nan, 0], [0, 1.0]]), 1.0)
+    with pytest.raises(ValueError, match=r"D must be a square matrix \(d, d\), got shape \(2, 3\)"):
+        is_representable(np.ones((2, 3)), 1.0)
+    with pytest.raises(ValueError, match=r"eps == -0.5, must be a finite number >= 0"):
+        is_representable(np.eye(2), -0.5)
+    assert is_representable(torch.eye(2), 1.0)
     with pytest.raises(ValueError, match=r"scale == 'big', must be one of None, 'auto'"):
         represent(np.eye(2), 1.0, scale="big")
     with pytest.raises(NotImplementedError, match=r"Jordan blocks of size >= 2 on eigenvalues"):
