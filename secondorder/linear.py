@@ -383,6 +383,10 @@ def _complex_preimage(mu, eps):
         d0 = float(_dpsi(l0, eps))
         if d0 > 0:
             starts.append(complex(l0, mu.imag / d0))
+    if mu.imag != 0 and mu.real < m:  # continue from the preimage of Re(mu)
+        l0 = _complex_preimage(complex(mu.real, 0.0), eps)
+        if l0 is not None:
+            starts.append(l0 + 1j * mu.imag / complex(_dpsi(l0, eps)))
     if mu.real < m:  # below the trough: psi ~ m + psi''/2 (lam - lam*)^2
         h = 1e-4 * (1 + abs(lam_star))
         dd = (float(_dpsi(lam_star + h, eps)) - float(_dpsi(lam_star - h, eps))) / (2 * h)
@@ -644,7 +648,7 @@ def _bound_projector(D, info):
     d = D.shape[0]
     P = np.zeros((d, d))
     for e in info:
-        if e["kind"] not in ("negative", "boundary"):
+        if e["kind"] not in ("negative", "boundary") or set(e["blocks"]) != {1}:
             continue
         k, mu = len(e["idx"]), e["mu"].real
         V = np.linalg.svd(D - mu * np.eye(d))[2][-k:].T
@@ -659,6 +663,8 @@ def _construct(D, eps, info):
     theta = _real_form(D, info, lam_of)
     if theta is None:
         if any(e["kind"] in ("negative", "boundary") and any(k > 1 for k in e["blocks"]) for e in info):
+            # (tried: perturbing until these blocks split into complex pairs, then Newton; the
+            # Frechet derivative is singular there and Newton stalls at the perturbation size)
             raise NotImplementedError(
                 "D is representable by the criterion, but constructing theta for Jordan blocks "
                 "of size >= 2 on eigenvalues reached only through complex-conjugate pairs is not "
