@@ -164,13 +164,15 @@ class _Checks:
         self.fmt = fmt
         self.maxima = []  # (what, layer, 0-dim tensor of max |value|)
 
-    def add(self, what, layer, t):
-        self.maxima.append((what, layer, t.detach().abs().amax() if t.numel() else t.new_zeros(())))
+    def add(self, what, layer, t, scale=1.0):
+        """Remember ``max |t| * scale`` (a 0-dim tensor; no synchronisation here)."""
+        m = t.detach().abs().amax() if t.numel() else t.new_zeros(())
+        self.maxima.append((what, layer, m.to(torch.float64) * scale))
 
     def raise_if_bad(self):
         if not self.maxima:
             return
-        m = torch.stack([t.to(torch.float64) for _, _, t in self.maxima])
+        m = torch.stack([t for _, _, t in self.maxima])
         bad = ~(m < self.fmt.max_abs)  # NaN compares False: caught too
         if bool(bad.any()):
             i = int(torch.nonzero(bad)[0])
@@ -242,7 +244,7 @@ class _ExactMomentum:
     def step(self, n, fx):
         self.V = self.store.mul(self.V) + self._term(n, fx, True)
         self.X = self.X + self.V
-        self.checks.add("the state x", n + 1, self.X.to(torch.float64) * self.fmt.inv_scale)
+        self.checks.add("the state x", n + 1, self.X, self.fmt.inv_scale)
 
     def unstep_x(self):
         self.X = self.X - self.V
@@ -345,7 +347,7 @@ class _ExactCoupling:
     def add(self, i, n, h):
         self.checks.add("a coupling function's output", n, h)
         self.s[i] = self.s[i] + self.fmt.quantize(h)
-        self.checks.add("the state x", n + 1, self.s[i].to(torch.float64) * self.fmt.inv_scale)
+        self.checks.add("the state x", n + 1, self.s[i], self.fmt.inv_scale)
 
     def sub(self, i, n, h):
         self.s[i] = self.s[i] - self.fmt.quantize(h)
