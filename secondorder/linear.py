@@ -694,7 +694,7 @@ def _construct(D, eps, info):
 
 def _check_residual(theta, target, eps, what):
     res = float(np.abs(Psi(theta, eps) - target).max())
-    if not res <= 1e-6 * _scale(target):
+    if not res <= 1e-9 * _scale(target) * max(1.0, float(np.abs(theta).max())):
         raise RuntimeError(
             f"the constructed theta misses {what} by {res:.3g} (max abs entry); "
             f"D is too ill-conditioned for this construction."
@@ -712,7 +712,8 @@ def represent(D, eps, t1=1.0, scale=None):
     ``D`` starts from a ``1e-7`` perturbation (sparing the eigenspaces at or below ``m_eps``)
     and is refined by Newton on ``Psi(theta) = D``; so are eigenvalues closer than the cluster
     tolerance ``1e-6 max(1, |D|_max)``.
-    The result is checked: ``|Psi(theta) - D|_max <= 1e-6 max(1, |D|_max)`` or RuntimeError.
+    The result is checked: ``|Psi(theta) - D|_max <= 1e-9 max(1, |D|_max) max(1, |theta|_max)``
+    or RuntimeError.
 
     ``scale="auto"``: ``c = 1`` if ``D`` is representable; otherwise (``eps > 0``) the largest
     convenient ``c = 0.99 m_eps / mu_min`` that lifts the most negative real eigenvalue

@@ -210,7 +210,7 @@ def test_m_eps_sanity_value_and_bounds():
 def _roundtrip(D, eps, t1=1.0):
     theta = represent(D, eps, t1=t1)
     assert theta.dtype == np.float64 and np.isrealobj(theta)
-    # the construction's own check is 1e-6; well-conditioned cases reach float64 rounding x |theta|
+    # the construction checks 1e-9 x |theta|; well-conditioned cases reach rounding x |theta|
     np.testing.assert_allclose(Psi(theta, eps, t1), D, atol=1e-11 * max(1.0, np.abs(theta).max()))
     return theta
 
