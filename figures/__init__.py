@@ -14,4 +14,6 @@ FIGURES = {
     "psi_real_line": "psi_real_line",
     "representable_region": "representable_region",
     "fixed_points": "fixed_points",
+    "dynamics_1d": "dynamics_1d",
+    "nested_rings": "nested_rings",
 }

@@ -9,4 +9,5 @@ SCRIPTS = {
     "continuous_limit": "continuous_limit",
     "representability": "representability",
     "fixed_points": "fixed_points",
+    "expressivity": "expressivity",
 }

@@ -1,0 +1,347 @@
+"""THEORY.md section 4: first-order flows cannot cross, second-order ones can.
+
+A first-order flow ``x' = F(x)`` is a homeomorphism isotopic to the identity; in 1-D it is an
+increasing map, so its trajectories never cross and it cannot fit ``x -> -x**3``. A second-order
+model restricts a phase-space flow to ``v = 0`` and projects onto ``x``: that map need not be
+monotone, and its trajectories may cross.
+
+Setup (the paper's): one ``Linear(d, 16)-Tanh-Linear(16, d)`` module ``f`` shared by
+``DEPTH = 15`` layers, and for the momentum models ``GAMMA = 0.99``. The four models share ``f``'s
+initial weights and are the same dynamics at four levels of discretization:
+
+- ``resnet``:           ``x_{n+1} = x_n + f(x_n)``;
+- ``momentum``:         ``v_{n+1} = GAMMA v_n + (1 - GAMMA) f(x_n)``, ``x_{n+1} = x_n + v_{n+1}``;
+- ``neural_ode``:       ``x' = F(x)`` on ``[0, T1]``;
+- ``second_order_ode``: ``EPS x'' + x' = F(x)``, ``x'(0) = 0``, on ``[0, T1]``;
+
+with ``F = f / h``, ``h = T1 / DEPTH`` (so the ResNet is forward Euler of the Neural ODE) and the
+mapping of THEORY.md section 2, ``EPS = T1 / (DEPTH (1 - GAMMA)) = 20/3`` (so the Momentum ResNet
+is the semi-implicit Euler discretization of the second-order ODE with ``v_n = h x'(t_n)``).
+
+The bound is checked on a finite sample, exactly: for points ``x_1 < ... < x_n`` with targets
+``y_i``, any map that keeps the order of the ``x_i`` (a nondecreasing map on the sample) has mean
+squared error at least that of the best nondecreasing fit, which pool-adjacent-violators computes
+(:func:`isotonic_bound`). For ``y = -x**3`` it is the sample variance of ``y``, whose expectation
+is ``E[x**6] = 1/7`` up to the ``1/n`` of the sample mean. The argument needs only that the
+model's map keeps the order *on the evaluation sample*, which :func:`crossings` checks layer by
+layer: it is a theorem for the Neural ODE (up to solver error) and a measurement for the ResNet (a
+finite step ``x + f(x)`` folds where ``f' < -1``, which training does not find here).
+
+Nested rings (2-D, inner ring labelled 0, outer ring 1, the model's output fed to a linear
+classifier) are the second example. No first-order flow makes them linearly separable (the image of
+the outer ring still encloses the image of the inner one), but on a finite sample it can squeeze a
+thin arc of the outer ring through, so accuracy is a soft result: it is reported, and only the
+momentum models' accuracy is claimed to be high.
+
+Data generators live here (:func:`cubic_sample`, :func:`nested_rings`); the figures
+``dynamics_1d`` and ``nested_rings`` import :func:`fit_cubic` and :func:`fit_rings`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+import secondorder as so
+from theory._claim import Claim, above, below
+
+MODELS = ("resnet", "neural_ode", "momentum", "second_order_ode")
+FIRST_ORDER = ("resnet", "neural_ode")
+SECOND_ORDER = ("momentum", "second_order_ode")
+LABELS = {"resnet": "ResNet", "neural_ode": "Neural ODE", "momentum": "Momentum ResNet",
+          "second_order_ode": "Second-order ODE"}
+DEPTH = 15
+GAMMA = 0.99
+T1 = 1.0
+H = T1 / DEPTH
+EPS = T1 / (DEPTH * (1 - GAMMA))  # THEORY.md section 2: gamma = 1 - h/eps
+HIDDEN = 16
+DTYPE = torch.float64  # float64: order checks between close points are not decided by rounding
+# momentum's MSE must be below this fraction of the isotonic bound ("well below", about 0.014)
+MOMENTUM_FRACTION = 0.1
+
+# training sizes: (training points, Adam steps, learning rate)
+CUBIC = {True: dict(n_train=128, steps=1500, lr=3e-2), False: dict(n_train=512, steps=3000, lr=2e-2)}
+RINGS = {True: dict(n_train=256, steps=300, lr=2e-2), False: dict(n_train=1024, steps=1500, lr=1e-2)}
+N_EVAL = {True: 512, False: 2000}
+
+
+# --- data --------------------------------------------------------------------------------------
+def cubic_sample(n: int, seed: int):
+    """``n`` points ``x ~ U[-1, 1]`` sorted ascending and ``y = -x**3``; both of shape ``(n, 1)``."""
+    g = torch.Generator().manual_seed(seed)
+    x = (2 * torch.rand(n, 1, generator=g, dtype=DTYPE) - 1).sort(dim=0).values
+    return x, -(x**3)
+
+
+def nested_rings(n: int, seed: int, inner=(0.5, 1.0), outer=(1.5, 2.0)):
+    """Two nested rings in the plane, ``n // 2`` points each (the outer one gets the remainder).
+
+    Class 0: radius ``r ~ U[inner]``; class 1: ``r ~ U[outer]``; angle ``U[0, 2 pi)``.
+    Returns ``x`` of shape ``(n, 2)`` and labels of shape ``(n,)`` (float 0/1).
+    """
+    g = torch.Generator().manual_seed(seed)
+    n0 = n // 2
+    lo = torch.tensor([inner[0]] * n0 + [outer[0]] * (n - n0), dtype=DTYPE)
+    hi = torch.tensor([inner[1]] * n0 + [outer[1]] * (n - n0), dtype=DTYPE)
+    r = lo + (hi - lo) * torch.rand(n, generator=g, dtype=DTYPE)
+    a = 2 * math.pi * torch.rand(n, generator=g, dtype=DTYPE)
+    x = torch.stack((r * torch.cos(a), r * torch.sin(a)), dim=1)
+    labels = torch.cat((torch.zeros(n0, dtype=DTYPE), torch.ones(n - n0, dtype=DTYPE)))
+    return x, labels
+
+
+# --- the exact finite-sample bound and the crossing check ---------------------------------------
+def isotonic_fit(y) -> np.ndarray:
+    """Best nondecreasing least-squares fit to ``y`` (ordered by the inputs): pool adjacent
+    violators. Returns the fitted values, same length as ``y``; O(n)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    means, sizes = [], []  # blocks of pooled values
+    for value in y:
+        means.append(float(value))
+        sizes.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            m2, s2 = means.pop(), sizes.pop()
+            m1, s1 = means.pop(), sizes.pop()
+            means.append((m1 * s1 + m2 * s2) / (s1 + s2))
+            sizes.append(s1 + s2)
+    return np.repeat(means, sizes)
+
+
+def isotonic_bound(x, y) -> float:
+    """Smallest mean squared error of any map ``g`` nondecreasing on the sample,
+    ``min_g mean((g(x_i) - y_i)**2)``. ``x``, ``y``: ``n`` numbers (any shape, flattened).
+    Ties in ``x`` are pooled first (a map takes one value per point)."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    # pool tied x into one weighted point: expand back after the fit of their means
+    _, start, counts = np.unique(x, return_index=True, return_counts=True)
+    if len(start) < len(x):
+        sums = np.add.reduceat(y, start)
+        fit = _weighted_pav(sums / counts, counts)
+        fitted = np.repeat(fit, counts)
+    else:
+        fitted = isotonic_fit(y)
+    return float(np.mean((fitted - y) ** 2))
+
+
+def _weighted_pav(y, w):
+    means, weights, sizes = [], [], []
+    for value, weight in zip(y, w, strict=True):
+        means.append(float(value))
+        weights.append(float(weight))
+        sizes.append(1)
+        while len(means) > 1 and means[-2] > means[-1]:
+            m2, w2, s2 = means.pop(), weights.pop(), sizes.pop()
+            m1, w1, s1 = means.pop(), weights.pop(), sizes.pop()
+            means.append((m1 * w1 + m2 * w2) / (w1 + w2))
+            weights.append(w1 + w2)
+            sizes.append(s1 + s2)
+    return np.repeat(means, sizes)
+
+
+def crossings(traj, ulps: float = 16) -> int:
+    """Number of order inversions between neighbours, summed over layers.
+
+    ``traj``: ``(layers, n)`` (or ``(layers, n, 1)``) positions of ``n`` trajectories whose
+    starting points ``traj[0]`` are sorted ascending. Counts the pairs ``(k, i)`` with
+    ``traj[k, i + 1] < traj[k, i] - tol_k``: 0 means the order of the inputs is kept at every layer
+    (the trajectories never cross), anything else that some did.
+
+    ``tol_k = ulps * eps(dtype) * max(1, max_i |traj[k, i]|)``: a contracting map squeezes points
+    closer than one rounding unit (a ResNet fitting the best monotone map, a constant, does), and
+    the order of such points is decided by rounding, not by the map.
+    """
+    t = torch.as_tensor(traj).reshape(len(traj), -1)
+    if bool((t[0, 1:] < t[0, :-1]).any()):
+        raise ValueError("crossings needs trajectories whose starting points traj[0] are sorted.")
+    eps = torch.finfo(t.dtype).eps if t.is_floating_point() else 0.0
+    tol = ulps * eps * t.abs().amax(dim=1, keepdim=True).clamp(min=1)
+    return int((t[:, 1:] < t[:, :-1] - tol).sum())
+
+
+# --- models ------------------------------------------------------------------------------------
+class _Scaled(nn.Module):
+    """``F(x) = scale * f(x)``: the ODE field whose Euler step of size ``1/scale`` is ``f``."""
+
+    def __init__(self, f, scale):
+        super().__init__()
+        self.f, self.scale = f, scale
+
+    def forward(self, x):
+        return self.scale * self.f(x)
+
+
+def mlp(dim: int, hidden: int = HIDDEN) -> nn.Module:
+    """``Linear(dim, hidden)-Tanh-Linear(hidden, dim)`` in float64."""
+    return nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, dim)).to(DTYPE)
+
+
+def solver(quick: bool) -> dict:
+    """ODE solver settings: one RK4 step per layer in quick mode, four in full mode."""
+    return dict(method="rk4", options={"step_size": H if quick else H / 4})
+
+
+def build(name: str, f: nn.Module, quick: bool = True) -> nn.Module:
+    """The model ``name`` (one of :data:`MODELS`) over the shared residual module ``f``."""
+    so_check = {"resnet", "momentum", "neural_ode", "second_order_ode"}
+    if name not in so_check:
+        raise ValueError(f"model == {name!r}, must be one of {sorted(so_check)}.")
+    if name == "resnet":
+        return so.ResNet([f] * DEPTH)
+    if name == "momentum":
+        return so.MomentumResNet([f] * DEPTH, gamma=GAMMA)
+    if name == "neural_ode":
+        return so.NeuralODE(_Scaled(f, 1 / H), t1=T1, **solver(quick))
+    return so.SecondOrderODE(_Scaled(f, 1 / H), eps=EPS, t1=T1, **solver(quick))
+
+
+def trajectory(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Positions at the ``DEPTH + 1`` layers (times ``n h`` for the ODEs): ``(DEPTH + 1, *x.shape)``."""
+    if isinstance(model, (so.NeuralODE, so.SecondOrderODE)):
+        return model.trajectory(x, torch.linspace(0, T1, DEPTH + 1, dtype=x.dtype))[0]
+    return model.trajectory(x)
+
+
+def _train(params, loss_fn, steps, lr):
+    opt = torch.optim.Adam(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def fit_cubic(model_name: str, quick: bool = True, seed: int = 0, steps: int | None = None,
+              n_train: int | None = None, n_plot: int = 25) -> dict:
+    """Train ``model_name`` to map ``x -> -x**3`` on ``U[-1, 1]`` (full-batch Adam, MSE).
+
+    Returns a dict: ``mse`` and ``bound`` (isotonic bound) on an independent evaluation sample,
+    ``crossings`` (order inversions of its trajectories, :func:`crossings`), ``final_loss``
+    (training MSE), and for the figure ``x_plot`` (``n_plot`` evenly spaced starts) with
+    ``traj_plot`` (``(DEPTH + 1, n_plot)``), ``x_eval`` and ``pred_eval`` (lists).
+    """
+    cfg = dict(CUBIC[quick])
+    cfg.update({k: v for k, v in (("steps", steps), ("n_train", n_train)) if v is not None})
+    torch.manual_seed(seed)  # the same initial f for every model
+    f = mlp(1)
+    model = build(model_name, f, quick)
+    x, y = cubic_sample(cfg["n_train"], seed)
+    losses = _train(f.parameters(), lambda: torch.mean((model(x) - y) ** 2), cfg["steps"], cfg["lr"])
+    x_eval, y_eval = cubic_sample(N_EVAL[quick], seed + 1)
+    x_plot = torch.linspace(-1, 1, n_plot, dtype=DTYPE)[:, None]
+    with torch.no_grad():
+        traj = trajectory(model, x_eval)
+        traj_plot = trajectory(model, x_plot)
+    pred = traj[-1]
+    # slope of one ResNet layer x + f(x) at every visited position: < 0 means the layer folds
+    z = traj.reshape(-1, 1).clone().requires_grad_(True)
+    (fz,) = torch.autograd.grad(f(z).sum(), z)
+    return {
+        "model": model_name,
+        "layer_min_slope": float(1 + fz.min()),
+        "mse": float(torch.mean((pred - y_eval) ** 2)),
+        "bound": isotonic_bound(x_eval, y_eval),
+        "crossings": crossings(traj),
+        "final_loss": losses[-1],
+        "x_plot": x_plot.ravel().tolist(),
+        "traj_plot": traj_plot[..., 0].tolist(),
+        "x_eval": x_eval.ravel().tolist(),
+        "pred_eval": pred.ravel().tolist(),
+    }
+
+
+def fit_rings(model_name: str, quick: bool = True, seed: int = 0, steps: int | None = None,
+              n_train: int | None = None) -> dict:
+    """Train ``model_name`` followed by a linear classifier ``Linear(2, 1)`` on nested rings
+    (logistic loss, full-batch Adam).
+
+    Returns a dict: ``accuracy`` (on an independent sample), ``train_accuracy``, and for the figure
+    ``x``, ``labels`` and ``z`` (inputs and transformed evaluation points, lists) with the
+    classifier's ``w`` (2 numbers) and ``b``.
+    """
+    cfg = dict(RINGS[quick])
+    cfg.update({k: v for k, v in (("steps", steps), ("n_train", n_train)) if v is not None})
+    torch.manual_seed(seed)
+    f = mlp(2)
+    clf = nn.Linear(2, 1).to(DTYPE)
+    model = build(model_name, f, quick)
+    x, labels = nested_rings(cfg["n_train"], seed)
+
+    def loss_fn():
+        return nn.functional.binary_cross_entropy_with_logits(clf(model(x))[:, 0], labels)
+
+    _train(list(f.parameters()) + list(clf.parameters()), loss_fn, cfg["steps"], cfg["lr"])
+    x_eval, l_eval = nested_rings(N_EVAL[quick], seed + 1)
+    with torch.no_grad():
+        z = model(x_eval)
+        acc = float(((clf(z)[:, 0] > 0).to(DTYPE) == l_eval).to(DTYPE).mean())
+        train_acc = float(((clf(model(x))[:, 0] > 0).to(DTYPE) == labels).to(DTYPE).mean())
+    return {
+        "model": model_name,
+        "accuracy": acc,
+        "train_accuracy": train_acc,
+        "x": x_eval.tolist(),
+        "labels": l_eval.tolist(),
+        "z": z.tolist(),
+        "w": clf.weight.detach()[0].tolist(),
+        "b": float(clf.bias.detach()[0]),
+    }
+
+
+# --- claims ------------------------------------------------------------------------------------
+def run(quick: bool, seed: int) -> list[Claim]:
+    torch.set_num_threads(1)
+    s = "4"
+    claims = []
+    cubic = {name: fit_cubic(name, quick, seed) for name in MODELS}
+    bound = cubic["resnet"]["bound"]  # the same evaluation sample for every model
+    n = N_EVAL[quick]
+    # the bound is the sample variance of y = -x^3, mean 1/7 (up to 1/n), sd sqrt(Var(x^6)/n)
+    tol = 4 * math.sqrt((1 / 13 - 1 / 49) / n)
+    claims.append(Claim(f"isotonic bound on the {n}-point sample ~ E[x^6] = 1/7", round(bound, 4),
+                        f"0.1429 +/- {tol:.3f} (4 sd)", abs(bound - 1 / 7) < tol, s))
+    r = cubic["neural_ode"]  # a flow: the theorem applies (up to the solver's error)
+    claims.append(Claim("neural_ode: trajectories never cross (order inversions)", r["crossings"],
+                        0, r["crossings"] == 0, s))
+    # order kept on the sample => MSE >= isotonic bound exactly; 1e-9 relative: float64 sums
+    claims.append(above("neural_ode: MSE >= isotonic bound (= best nondecreasing map)",
+                        r["mse"], bound * (1 - 1e-9), s))
+    # The ResNet x + f(x) (step 1, shared f) is a flow only while 1 + f' > 0; a trained one can
+    # fold, cross, and in principle beat the bound (seed 3 of the quick setting reaches 0.05), so
+    # its numbers are reported, not claimed.
+    r = cubic["resnet"]
+    claims.append(Claim("resnet: order inversions (reported only: a finite step can fold)",
+                        r["crossings"], "any", True, s))
+    claims.append(Claim("resnet: min slope of a layer x + f(x) on visited points (reported only)",
+                        round(r["layer_min_slope"], 4), "any (< 0: the layer folds)", True, s))
+    claims.append(Claim("resnet: MSE / isotonic bound (reported only)", round(r["mse"] / bound, 4),
+                        "any", True, s))
+    # consistency of the two checks on every model: no crossing => not below the bound
+    consistent = all(c["crossings"] > 0 or c["mse"] >= bound * (1 - 1e-9) for c in cubic.values())
+    claims.append(Claim("every model: no crossings implies MSE >= isotonic bound", consistent, True,
+                        consistent, s))
+    for name in SECOND_ORDER:
+        r = cubic[name]
+        claims.append(above(f"{name}: trajectories cross (order inversions)", r["crossings"], 0, s))
+        claims.append(below(f"{name}: MSE < {MOMENTUM_FRACTION} x isotonic bound", r["mse"],
+                            MOMENTUM_FRACTION * bound, s))
+    rings = {name: fit_rings(name, quick, seed) for name in MODELS}
+    for name in MODELS:
+        acc = rings[name]["accuracy"]
+        if name in SECOND_ORDER:
+            claims.append(above(f"{name}: nested rings test accuracy", acc, 0.95, s))
+        else:  # soft: reported, not claimed (a first-order flow can squeeze an arc)
+            claims.append(Claim(f"{name}: nested rings test accuracy (reported only)", round(acc, 4),
+                                "any (soft)", True, s))
+    return claims
