@@ -1,0 +1,77 @@
+"""The `secondorder` command and the runners behind it."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from secondorder.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_help_lists_subcommands(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for cmd in ("figures", "verify", "bench"):
+        assert cmd in out
+
+
+def test_unknown_command(capsys):
+    assert main(["frobnicate"]) == 2
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_bench_lists_benchmarks(capsys):
+    assert main(["bench", "--help"]) == 0
+    assert "memory" in capsys.readouterr().out
+
+
+def test_subcommand_help_has_quick_and_seed():
+    for cmd in ("figures", "verify"):
+        out = subprocess.run([sys.executable, "-m", "secondorder", cmd, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        assert "--quick" in out.stdout and "--seed" in out.stdout
+
+
+def test_unknown_names_are_rejected():
+    with pytest.raises(SystemExit, match="unknown figure"):
+        main(["figures", "no_such_figure", "--out", "/tmp/never"])
+    with pytest.raises(SystemExit, match="unknown theory script"):
+        main(["verify", "no_such_claim"])
+
+
+def test_figures_manifest_is_merged_and_atomic(tmp_path, monkeypatch):
+    """Render a tiny registered figure twice with different names; the manifest keeps both."""
+    import figures
+    from figures.__main__ import render
+
+    mod = tmp_path / "tinyfig.py"
+    mod.write_text(
+        "from figures._style import new_figure\n"
+        "def compute(quick, seed):\n    return {'v': seed + 1}\n"
+        "def plot(data):\n    fig, ax = new_figure()\n    ax[0, 0].plot([0, 1], [0, data['v']])\n    return fig\n"
+        "def numbers(data):\n    return {'v': data['v']}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    monkeypatch.setitem(sys.modules, "figures.tinyfig", importlib.import_module("tinyfig"))
+    monkeypatch.setitem(sys.modules, "figures.tinyfig2", importlib.import_module("tinyfig"))
+    monkeypatch.setitem(figures.FIGURES, "tiny", "tinyfig")
+    monkeypatch.setitem(figures.FIGURES, "tiny2", "tinyfig2")
+    out = tmp_path / "out"
+    render(["tiny"], quick=True, out=out, seed=3, progress=False)
+    render(["tiny2"], quick=True, out=out, seed=4, progress=False)
+    manifest = json.loads((out / "figures.json").read_text())
+    assert manifest["tiny"]["numbers"] == {"v": 4} and manifest["tiny2"]["numbers"] == {"v": 5}
+    assert manifest["tiny"]["path"] == "tiny.png"
+    assert (out / "tiny.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "tiny.pdf").exists()
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*"))
+    # same seed, same bytes
+    first = (out / "tiny.png").read_bytes()
+    render(["tiny"], quick=True, out=out, seed=3, progress=False)
+    assert (out / "tiny.png").read_bytes() == first
