@@ -38,3 +38,19 @@ def test_figures_render_quick(tmp_path):
     assert 0.5 <= s["err<=1e-03 eps=1 momentum"] / s["err<=1e-03 eps=1 euler"] <= 2
     # fourth order reaches 1e-6 with <= 1/8 of the evaluations the momentum net needs for 1e-3
     assert s["err<=1e-06 eps=1 rk4"] * 8 <= s["err<=1e-03 eps=1 momentum"]
+
+
+def test_solver_benchmark_reference_matches_closed_form():
+    """The scipy DOP853 reference of benchmarks/solvers.py agrees with the linear closed form."""
+    import torch
+
+    from benchmarks.solvers import REF_TOL, scipy_solve
+    from theory.continuous_limit import D, Linear, linear_exact, linear_matrix, rel
+
+    A = linear_matrix(4, seed=0)
+    x0 = torch.randn(8, 4, dtype=D)
+    for eps in (0.0, 0.1, 10.0):
+        x1, nfev, _ = scipy_solve(Linear(A), eps, x0, takes_time=False, **REF_TOL)
+        # DOP853 at rtol 1e-13 over t1 = 1: a few 1e-15 measured; 1e-12 leaves margin
+        assert rel(x1, linear_exact(A, eps, x0, torch.zeros_like(x0))[0]) < 1e-12
+        assert nfev > 0
