@@ -123,6 +123,8 @@ class MomentumResNet(nn.Module):
         self.functions = _module_list(functions)
         if isinstance(gamma, nn.Parameter):
             self.gamma = gamma
+        elif isinstance(gamma, torch.Tensor) and gamma.requires_grad:
+            object.__setattr__(self, "gamma", gamma)  # e.g. produced by a hypernetwork: keep the graph
         else:
             self.gamma = float(gamma)
         self.backward = backward
