@@ -50,9 +50,12 @@ def plot(data):
             ax.set_ylabel("relative error at t1")
             title = {"neural": "neural F", "linear": "linear F (closed form)"}[problem]
             ax.set_title(f"{title}, eps = {eps:g}")
-    axes[0, 0].legend(fontsize=7, loc="lower left")
-    axes[2, 0].legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    h2, l2 = axes[2, 0].get_legend_handles_labels()
+    handles += [h for h, lab in zip(h2, l2, strict=True) if lab not in labels]
+    labels += [lab for lab in l2 if lab not in labels]
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     return fig
 
 
