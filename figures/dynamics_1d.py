@@ -11,12 +11,14 @@ error of the best nondecreasing map on the same sample).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from figures._style import COLORS, new_figure
 from theory.expressivity import DEPTH, EPS, GAMMA, LABELS, MODELS, fit_cubic
 
 
 def compute(quick: bool, seed: int) -> dict:
+    torch.set_num_threads(1)  # tiny models: more threads only add contention
     models = {name: fit_cubic(name, quick, seed) for name in MODELS}
     return {"models": models, "bound": models[MODELS[0]]["bound"], "depth": DEPTH, "gamma": GAMMA,
             "eps": EPS, "quick": quick}

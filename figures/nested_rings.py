@@ -10,6 +10,7 @@ sample it can squeeze an arc of the outer ring, so the first-order accuracies ar
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from figures._style import COLORS, new_figure
 from theory.expressivity import LABELS, MODELS, fit_rings
@@ -18,6 +19,7 @@ CLASS_COLORS = ("#3b4cc0", "#d9822b")  # inner ring (0), outer ring (1)
 
 
 def compute(quick: bool, seed: int) -> dict:
+    torch.set_num_threads(1)  # tiny models: more threads only add contention
     return {"models": {name: fit_rings(name, quick, seed) for name in MODELS}, "quick": quick}
 
 
