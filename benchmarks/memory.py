@@ -13,6 +13,7 @@ memory is the same at every depth and the table shows what each method stores pe
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -170,6 +171,14 @@ def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32
 
             ref = grads(so.MomentumResNet(fs, gamma))
             row = {"dtype": dtype_name, "depth": depth}
+            if dtype != torch.float64:  # how far float32 autograd itself is from float64 autograd
+                fs64 = [copy.deepcopy(f).double() for f in fs]
+                net64 = so.MomentumResNet(fs64, gamma)
+                net64.zero_grad()
+                xi = x.double().requires_grad_(True)
+                (net64(xi) ** 2).mean().backward()
+                g64 = torch.cat([xi.grad.flatten()] + [p.grad.flatten() for p in net64.parameters()])
+                row["autograd_vs_float64"] = float((ref.double() - g64).norm() / g64.norm())
             for mode in ("exact", "float"):
                 g = grads(so.MomentumResNet(fs, gamma, backward=mode))
                 row[mode] = float((g - ref).norm() / ref.norm())
@@ -184,7 +193,7 @@ def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32
     return rows
 
 
-def run(quick=False, device="cpu", seed=0, progress=True):
+def run(quick=False, device="cpu", seed=0, progress=True, batch=512, d=64, h=128):
     from tqdm.auto import tqdm
 
     try:
@@ -197,9 +206,9 @@ def run(quick=False, device="cpu", seed=0, progress=True):
     jobs = [(m, n) for n in depths for m in methods]
     rows = []
     for m, n in tqdm(jobs, desc="memory", disable=not progress):
-        rows.append(measure(m, n, device=device, repeats=2 if quick else 5))
+        rows.append(measure(m, n, device=device, repeats=2 if quick else 5, batch=batch, d=d, h=h))
     errs = gradient_errors([10, 100, 1000] if quick else [10, 100, 1000, 3000])
-    return {"device": device, "quick": quick, "rows": rows, "gradient_errors": errs}
+    return {"device": device, "quick": quick, "batch": batch, "d": d, "h": h, "rows": rows, "gradient_errors": errs}
 
 
 def table(result):
@@ -207,7 +216,8 @@ def table(result):
     depths = sorted({r["depth"] for r in rows})
     methods = list(dict.fromkeys(r["method"] for r in rows))
     by = {(r["method"], r["depth"]): r for r in rows}
-    lines = [f"peak memory of one training step (MiB) / time per step (ms), device={result['device']}"]
+    lines = [f"peak memory of one training step (MiB) / time per step (ms), device={result['device']}, "
+             f"batch {result['batch']}, block Linear({result['d']},{result['h']})-Tanh-Linear({result['h']},{result['d']}) tied over depth, float32"]
     lines.append("| method | " + " | ".join(f"depth {n}" for n in depths) + f" | mem {depths[-1]}/{depths[0]} | time vs momentum_autograd at {depths[-1]} |")
     lines.append("|---" * (len(depths) + 3) + "|")
     ref_t = by.get(("momentum_autograd", depths[-1]), {}).get("seconds")
@@ -222,11 +232,11 @@ def table(result):
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {ratio} | {tr} |")
     lines.append("")
     lines.append("relative gradient error against autograd (Momentum ResNet, gamma 0.9)")
-    keys = [k for k in ("exact", "float", "official_momentumnet") if k in result["gradient_errors"][0]]
+    keys = [k for k in ("exact", "float", "official_momentumnet", "autograd_vs_float64") if k in result["gradient_errors"][0]]
     lines.append("| dtype | depth | " + " | ".join(keys) + " |")
     lines.append("|---" * (len(keys) + 2) + "|")
     for r in result["gradient_errors"]:
-        lines.append(f"| {r['dtype']} | {r['depth']} | " + " | ".join(f"{r[k]:.2e}" for k in keys) + " |")
+        lines.append(f"| {r['dtype']} | {r['depth']} | " + " | ".join(f"{r[k]:.2e}" if k in r else "-" for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -235,11 +245,13 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="depths 10, 100, 300 (default 10 .. 1000)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0, help="seed (the configuration seeds torch with 0 in each child)")
+    p.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
+    p.add_argument("--width", type=int, default=64, help="state width d (default 64); hidden width is 2d")
     p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/memory_<device>.json)")
     args = p.parse_args(argv)
     from secondorder._io import write_json
 
-    result = run(quick=args.quick, device=args.device, seed=args.seed)
+    result = run(quick=args.quick, device=args.device, seed=args.seed, batch=args.batch, d=args.width, h=2 * args.width)
     print(table(result))
     out = args.out or str(Path(__file__).resolve().parent / "results" / f"memory_{args.device}{'_quick' if args.quick else ''}.json")
     write_json(out, result)
