@@ -16,4 +16,5 @@ FIGURES = {
     "fixed_points": "fixed_points",
     "dynamics_1d": "dynamics_1d",
     "nested_rings": "nested_rings",
+    "memory_depth": "memory_depth",
 }
