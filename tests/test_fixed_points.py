@@ -143,6 +143,10 @@ def test_claims_pass_quick():
     failed = [(c.name, c.measured, c.expected) for c in claims if not c.passed]
     assert not failed
     assert len(claims) == 40
+    table = fp.markdown_table(fp.learning_to_optimize(True, 0)).splitlines()  # cached run
+    assert len(table) == 2 + 2 * 2  # header + problems x depths
+    assert table[0].startswith("| problem | N | ResNet at N | ResNet at 10N | Momentum at N |")
+    assert table[2].startswith("| least squares | 4 | ")
 
 
 def test_figure_quick():

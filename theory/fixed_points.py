@@ -470,19 +470,22 @@ def run(quick: bool, seed: int) -> list[Claim]:
 
 
 def markdown_table(res):
-    """The losses as a markdown table: relative test error ``||x - x*|| / ||x*||`` (RMS)."""
+    """The losses as a markdown table, one row per problem and trained depth ``N``: relative test
+    error ``||x - x*|| / ||x*||`` (RMS) of each model at ``N`` and at ``K N`` (iterated past ``N``,
+    ``K = max(config["extend"])``), and the learned momentum."""
     cfg = res["config"]
-    ks = cfg["extend"]
-    head = ("| problem | depth N | model | test error at N | "
-            + " | ".join(f"test at {k}N" for k in ks) + " |")
-    lines = [head, "|" + "---|" * (4 + len(ks))]
+    k = max(cfg["extend"])
+    lines = [f"| problem | N | ResNet at N | ResNet at {k}N | Momentum at N | Momentum at {k}N "
+             f"| learned gamma | RevNet at N | RevNet at {k}N |", "|---" * 9 + "|"]
     for problem, table in res["table"].items():
         for depth in cfg["depths"]:
+            cells = []
             for kind in MODELS:
                 r = table[kind][depth]
-                name = kind if kind != "momentum" else f"momentum (gamma={res['gamma'][problem][depth]:.3f})"
-                lines.append(f"| {problem} | {depth} | {name} | {r['test']:.2e} | "
-                             + " | ".join(f"{r[f'test_x{k}']:.2e}" for k in ks) + " |")
+                cells += [f"{r['test']:.1e}", f"{r[f'test_x{k}']:.1e}"]
+                if kind == "momentum":
+                    cells.append(f"{res['gamma'][problem][depth]:.2f}")
+            lines.append(f"| {problem.replace('_', ' ')} | {depth} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
