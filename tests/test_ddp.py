@@ -1,7 +1,9 @@
 """DistributedDataParallel with every backward mode: two CPU processes (gloo), each on half the
 batch, give the gradients of one process on the whole batch."""
 
+import importlib.util
 import socket
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,10 +70,29 @@ def _worker(rank, port, out_path):
             ddp = nn.parallel.DistributedDataParallel(net)
             _loss(ddp, xs, ys).backward()  # DDP averages the two half-batch gradients
             result[kind] = {k: p.grad.clone() for k, p in net.named_parameters()}
-        if rank == 0:
-            torch.save(result, out_path)
+        result["digits"] = _digits_epoch(rank)
+        torch.save(result, f"{out_path}.{rank}")
     finally:
         dist.destroy_process_group()
+
+
+def _digits_epoch(rank):
+    """One epoch of examples/digits.py's Trainer under DDP (WORLD_SIZE/RANK as torchrun sets
+    them) on random 8x8 images: returns this process's parameters after training."""
+    import os
+
+    os.environ["WORLD_SIZE"], os.environ["RANK"] = str(WORLD), str(rank)
+    path = Path(__file__).resolve().parent.parent / "examples" / "digits.py"
+    spec = importlib.util.spec_from_file_location("digits_example", path)
+    digits = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits)
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(64, 1, 8, 8, generator=g), torch.randint(0, 10, (64,), generator=g),
+            torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))
+    net = digits.build("momentum", 4, 2, 0.9, seed=0)
+    before = torch.cat([p.detach().flatten().clone() for p in net.parameters()])
+    digits.Trainer(net, data, 1, 0.05, 16, 0, torch.device("cpu")).epoch()
+    return before, torch.cat([p.detach().flatten() for p in net.parameters()])
 
 
 def _free_port():
@@ -87,7 +108,7 @@ def ddp_grads(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "grads.pt"
     # fork: the children reuse the imported torch (spawn would import it again, ~10 s here)
     mp.start_processes(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True, start_method="fork")
-    return torch.load(out)
+    return [torch.load(f"{out}.{rank}") for rank in range(WORLD)]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -96,8 +117,10 @@ def test_ddp_matches_single_process(ddp_grads, kind):
     net = _model(kind)
     _loss(net, x, y).backward()  # one process, the whole batch
     ref = {k: p.grad for k, p in net.named_parameters()}
-    got = ddp_grads[kind]
+    got = ddp_grads[0][kind]
     assert list(got) == list(ref)
+    for k in ref:  # DDP gives both processes the same averaged gradient
+        assert torch.equal(got[k], ddp_grads[1][kind][k])
     # half batches give the same per-sample arithmetic; the all-reduce sums in another order (float64
     # eps ~ 1e-16); exact mode may round a state differently by 2**-46 when BLAS blocks differ, and
     # float mode's inverse amplifies that by 0.8**-6 ~ 4: both far below 1e-11
@@ -106,3 +129,11 @@ def test_ddp_matches_single_process(ddp_grads, kind):
         assert float((got[k] - r).norm() / r.norm()) <= tol, k
     if kind in ("exact", "float"):  # the learnable gamma's gradient is averaged too
         assert "1.gamma" in ref and float(ref["1.gamma"].abs()) > 0
+
+
+def test_digits_trainer_under_ddp(ddp_grads):
+    """examples/digits.py's training loop under DDP (as with torchrun): the two processes, each
+    on its half of every batch, end the epoch with identical weights, which have moved."""
+    (before0, after0), (before1, after1) = ddp_grads[0]["digits"], ddp_grads[1]["digits"]
+    assert torch.equal(before0, before1) and torch.equal(after0, after1)
+    assert float((after0 - before0).abs().max()) > 1e-4
