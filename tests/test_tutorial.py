@@ -9,6 +9,7 @@ from pathlib import Path
 
 import matplotlib
 import pytest
+import torch
 
 TUTORIAL = Path(__file__).resolve().parent.parent / "docs" / "tutorial.md"
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
@@ -30,8 +31,12 @@ def test_tutorial_runs(monkeypatch):
     code = blocks(TUTORIAL.read_text())
     assert len(code) >= 6
     namespace = {"__name__": "tutorial"}
-    for i, body in enumerate(code):
-        try:
-            exec(compile(body, f"{TUTORIAL.name}[block {i + 1}]", "exec"), namespace)
-        except Exception as exc:  # name the block in the failure
-            pytest.fail(f"tutorial block {i + 1} raised {type(exc).__name__}: {exc}\n{body}")
+    dtype = torch.get_default_dtype()  # the tutorial switches to float64: restore it after
+    try:
+        for i, body in enumerate(code):
+            try:
+                exec(compile(body, f"{TUTORIAL.name}[block {i + 1}]", "exec"), namespace)
+            except Exception as exc:  # name the block in the failure
+                pytest.fail(f"tutorial block {i + 1} raised {type(exc).__name__}: {exc}\n{body}")
+    finally:
+        torch.set_default_dtype(dtype)
