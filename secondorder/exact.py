@@ -29,6 +29,7 @@ from fractions import Fraction
 import torch
 
 __all__ = [
+    "BITS_LADDER",
     "DEFAULT_BITS",
     "FixedPoint",
     "BitStore",
@@ -37,10 +38,19 @@ __all__ = [
     "floor_divmod",
 ]
 
-#: Fractional bits per dtype: the quantum 2**-bits sits below the dtype's own resolution for
-#: values of order 1e-2 and up (float32: 2**-32 ~ 2.3e-10; float64: 2**-46 ~ 1.4e-14), while the
-#: range stays |x| < 2**(61-bits) (float32: 5.4e8; float64: 32768).
-DEFAULT_BITS = {torch.float64: 46, torch.float32: 32, torch.float16: 20, torch.bfloat16: 20}
+#: Fractional bits tried per dtype, finest first. A forward pass whose values leave the range
+#: ``|x| < 2**(61 - bits)`` is run again with the next, coarser rung (RNG state and buffers
+#: restored first), so small values keep the finest quantum and large ones still fit. float64:
+#: 52 bits (quantum 2.2e-16, range 512) down to 28 (range 8.6e9); float32: 32 bits (quantum
+#: 2.3e-10, below one float32 ulp for |x| > 2**-9; range 5.4e8) down to 14.
+BITS_LADDER = {
+    torch.float64: (52, 46, 40, 34, 28),
+    torch.float32: (32, 26, 20, 14),
+    torch.float16: (20, 14, 8),
+    torch.bfloat16: (20, 14, 8),
+}
+#: The finest rung, used when a single format is needed.
+DEFAULT_BITS = {dtype: ladder[0] for dtype, ladder in BITS_LADDER.items()}
 
 #: Largest denominator used to write gamma as n/d (see :func:`rational_gamma`); keeps n*d <= 2**62.
 MAX_DENOMINATOR = 2**31
@@ -49,7 +59,14 @@ _INT64_MAX = 2**63 - 1
 
 
 class FixedPointOverflowError(ValueError):
-    """A value left the fixed-point range, or was NaN/inf, in an exact-arithmetic pass."""
+    """A value left the fixed-point range, or was NaN/inf, in an exact-arithmetic pass.
+
+    ``finite`` is False for NaN/inf (a coarser format cannot help then).
+    """
+
+    def __init__(self, message, finite=True):
+        super().__init__(message)
+        self.finite = finite
 
 
 def rational_gamma(gamma: float, max_denominator: int = MAX_DENOMINATOR, dyadic: bool = False) -> Fraction:
@@ -111,7 +128,8 @@ class FixedPoint:
     def overflow_error(self, what: str, layer: int, magnitude: float) -> FixedPointOverflowError:
         if magnitude != magnitude or magnitude == float("inf"):
             return FixedPointOverflowError(
-                f"non-finite values (NaN or inf) in {what} at layer {layer} of the exact backward."
+                f"non-finite values (NaN or inf) in {what} at layer {layer} of the exact backward.",
+                finite=False,
             )
         return FixedPointOverflowError(
             f"{what} at layer {layer} reached |value| = {magnitude:.3g}, outside the fixed-point range "

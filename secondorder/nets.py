@@ -98,8 +98,11 @@ class MomentumResNet(nn.Module):
             reconstructs every ``(x_n, v_n)`` bit-exactly in int64 fixed point, any depth) or
             ``"float"`` (store none; naive float inverse, error ~ ``gamma**-N``).
         init_velocity: optional module ``v_0 = init_velocity(x_0)``; default ``v_0 = 0``.
-        fixed_point_bits: fractional bits of the exact mode's fixed point (default per dtype, see
-            :data:`secondorder.exact.DEFAULT_BITS`); the range is ``|x| < 2**(61 - bits)``.
+        fixed_point_bits: fractional bits of the exact mode's fixed point; the range is
+            ``|x| < 2**(61 - bits)``. Default None: the finest format of the dtype's ladder
+            (:data:`secondorder.exact.BITS_LADDER`; float64 52 bits, float32 32 bits) whose range
+            holds every value of the forward pass (a pass that overflows is rerun one rung coarser,
+            with the RNG state and buffers restored).
 
     ``net(x, *args, v0=None, return_velocity=False, **kwargs)`` returns ``x_N`` (or ``(x_N, v_N)``);
     extra arguments reach every residual function. Any tensor shape works; the dtype is kept.

@@ -181,6 +181,40 @@ class _Checks:
         self.maxima.clear()
 
 
+def _ladder(dtype, bits):
+    """Fractional-bit formats to try: the user's one, or the dtype's ladder (finest first)."""
+    if bits is not None:
+        return [bits]
+    return list(_exact.BITS_LADDER.get(dtype, (32, 26, 20, 14)))
+
+
+def _run_ladder(layers, make, ladder, run):
+    """Run the forward pass ``run(arith)`` with the finest format of ``ladder`` whose range holds
+    every value; before each retry restore the RNG state and the buffers the pass changed."""
+    if len(ladder) == 1:
+        arith = make(ladder[0])
+        run(arith)
+        return arith
+    rng = layers._rng_state()
+    buffers = {id(b): (b, b.detach().clone()) for bs in layers.buffers for b in bs}
+    for i, bits in enumerate(ladder):
+        arith = make(bits)
+        try:
+            run(arith)
+            return arith
+        except _exact.FixedPointOverflowError as e:
+            if not e.finite or i == len(ladder) - 1:
+                raise
+        torch.set_rng_state(rng[0])
+        if layers.cuda:
+            torch.cuda.set_rng_state(rng[1], layers.device)
+        with torch.no_grad():
+            for b, saved in buffers.values():
+                b.copy_(saved)
+        layers.rng = [None] * len(layers.functions)
+    raise AssertionError("unreachable")
+
+
 # --------------------------------------------------------------------------------------------
 # Momentum ResNet
 # --------------------------------------------------------------------------------------------
@@ -259,13 +293,17 @@ class _ExactMomentum:
 class _MomentumFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, x, v, gamma_t, *inputs):
-        layers, arith = spec["layers"], spec["arith"]
-        with torch.no_grad():
+        layers = spec["layers"]
+
+        def run(arith):
             arith.encode(x, v)
             for n in range(len(layers.functions)):
                 fx = layers.call_forward(n, arith.x_float())
                 arith.step(n, fx)
             arith.finish_forward()
+
+        with torch.no_grad():
+            arith = spec["arith"] = _run_ladder(layers, spec["make"], spec["ladder"], run)
             x_out, v_out = arith.x_float(), arith.v_float()
         ctx.spec = spec
         ctx.gamma_needs_grad = gamma_t.requires_grad
@@ -304,9 +342,11 @@ def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None):
     """
     g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
     layers = _Layers(functions, args, kwargs, x.device)
-    arith = _ExactMomentum(g, x, bits) if mode == "exact" else _FloatMomentum(g, x)
+    if mode == "exact":
+        spec = {"layers": layers, "make": lambda b: _ExactMomentum(g, x, b), "ladder": _ladder(x.dtype, bits)}
+    else:
+        spec = {"layers": layers, "make": lambda b: _FloatMomentum(g, x), "ladder": [None]}
     gamma_t = gamma if isinstance(gamma, torch.Tensor) else torch.tensor(g, dtype=x.dtype, device=x.device)
-    spec = {"layers": layers, "arith": arith}
     return _MomentumFunction.apply(spec, x, v, gamma_t, *layers.inputs())
 
 
@@ -361,14 +401,18 @@ class _CouplingFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, spec, x1, x2, *inputs):
-        layers, arith = spec["layers"], spec["arith"]
-        with torch.no_grad():
+        layers = spec["layers"]
+
+        def run(arith):
             arith.encode(x1, x2)
             for k in range(len(layers.functions)):
                 t = k % 2
                 h = layers.call_forward(k, arith.get(1 - t), like=arith.s[t])
                 arith.add(t, k // 2, h)
             arith.finish_forward()
+
+        with torch.no_grad():
+            arith = spec["arith"] = _run_ladder(layers, spec["make"], spec["ladder"], run)
             y1, y2 = arith.get(0), arith.get(1)
         if y1 is x1:
             y1, y2 = y1.clone(), y2.clone()
@@ -397,8 +441,10 @@ def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, b
     interleaved = [h for pair in zip(F_functions, G_functions) for h in pair]
     labels = [(f"{'FG'[k % 2]} function", k // 2) for k in range(len(interleaved))]
     layers = _Layers(interleaved, args, kwargs, x1.device, labels)
-    arith = _ExactCoupling(x1, bits) if mode == "exact" else _FloatCoupling()
-    spec = {"layers": layers, "arith": arith}
+    if mode == "exact":
+        spec = {"layers": layers, "make": lambda b: _ExactCoupling(x1, b), "ladder": _ladder(x1.dtype, bits)}
+    else:
+        spec = {"layers": layers, "make": lambda b: _FloatCoupling(), "ladder": [None]}
     return _CouplingFunction.apply(spec, x1, x2, *layers.inputs())
 
 
@@ -412,7 +458,8 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
     Returns a dict: ``x_N`` (and ``v_N`` for momentum) the forward output, ``x0``/``v0`` the
     reconstructed input (floats), ``bit_exact`` whether the reconstructed int64 states equal the
     quantized input bit for bit, ``store_bytes`` the bit store's size at the end of the forward
-    pass and ``spills`` when it was spilled. ``bits`` defaults to ``net.fixed_point_bits``.
+    pass, ``spills`` when it was spilled and ``bits`` the fixed-point format used (``bits``
+    defaults to ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
     """
     from .nets import MomentumResNet, RevNet
 
@@ -423,14 +470,19 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         gamma = check_gamma(net.gamma, invertible=True)
         v = net._start(x, v0)
         layers = _Layers(net.functions, args, kwargs, x.device)
-        arith = _ExactMomentum(gamma, x, bits)
-        arith.encode(x, v)
-        X0, V0 = arith.X.clone(), arith.V.clone()
-        for n in range(len(layers.functions)):
-            arith.step(n, layers.call_forward(n, arith.x_float()))
-        arith.finish_forward()
+        start = {}
+
+        def run(arith):
+            arith.encode(x, v)
+            start["X"], start["V"] = arith.X.clone(), arith.V.clone()
+            for n in range(len(layers.functions)):
+                arith.step(n, layers.call_forward(n, arith.x_float()))
+            arith.finish_forward()
+
+        arith = _run_ladder(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits), run)
+        X0, V0 = start["X"], start["V"]
         out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
-               "spills": arith.store.spills}
+               "spills": arith.store.spills, "bits": arith.fmt.bits}
         layers.begin_backward()
         for n in reversed(range(len(layers.functions))):
             arith.unstep_x()
@@ -443,13 +495,19 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         x1, x2 = net._split(x)
         interleaved = [h for pair in zip(net.F, net.G) for h in pair]
         layers = _Layers(interleaved, args, kwargs, x.device)
-        arith = _ExactCoupling(x, bits)
-        arith.encode(x1, x2)
-        S0 = [s.clone() for s in arith.s]
-        for k in range(len(interleaved)):
-            arith.add(k % 2, k // 2, layers.call_forward(k, arith.get(1 - k % 2), like=arith.s[k % 2]))
-        arith.finish_forward()
-        out = {"x_N": torch.cat([arith.get(0), arith.get(1)], net.dim), "store_bytes": 0, "spills": []}
+        start = {}
+
+        def run(arith):
+            arith.encode(x1, x2)
+            start["S"] = [s.clone() for s in arith.s]
+            for k in range(len(interleaved)):
+                arith.add(k % 2, k // 2, layers.call_forward(k, arith.get(1 - k % 2), like=arith.s[k % 2]))
+            arith.finish_forward()
+
+        arith = _run_ladder(layers, lambda b: _ExactCoupling(x, b), _ladder(x.dtype, bits), run)
+        S0 = start["S"]
+        out = {"x_N": torch.cat([arith.get(0), arith.get(1)], net.dim), "store_bytes": 0, "spills": [],
+               "bits": arith.fmt.bits}
         layers.begin_backward()
         for k in reversed(range(len(interleaved))):
             arith.sub(k % 2, k // 2, layers.call_backward(k, arith.get(1 - k % 2)))
