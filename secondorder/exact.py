@@ -14,9 +14,10 @@ from the store, the bits it drops go back to it). ``V*n`` is never formed: ``V``
 ``V = Vh*d + Vl`` and only ``Vl*n + s < n*d <= 2**62`` is. Floor division and floor modulo are used
 throughout (mixing truncation with floor breaks exactness for negative values). The store grows
 by ``log2(d/n) ~ log2(1/gamma)`` bits per element per layer. Its worst-case size is tracked on the
-host, so no device synchronisation is needed: before it could overflow int64, the whole store
-tensor is *spilled* to a list and a fresh zero store continues (the inverse restores it at the
-same layer). There is therefore no depth limit.
+host, so no device synchronisation is needed: before it could overflow int64, its high 31 bits
+are *spilled* to a list as an int32 tensor and the low 32 bits continue (the inverse puts them
+back at the same layer). There is therefore no depth limit, and the store costs about
+``log2(1/gamma)`` bits per element and layer plus 8 bytes per element.
 
 The value range is ``|x| < 2**(61 - bits)``; a value outside it (or NaN/inf) raises
 :class:`FixedPointOverflowError` naming the layer, the magnitude and the ``fixed_point_bits`` knob.
@@ -56,6 +57,7 @@ DEFAULT_BITS = {dtype: ladder[0] for dtype, ladder in BITS_LADDER.items()}
 MAX_DENOMINATOR = 2**31
 
 _INT64_MAX = 2**63 - 1
+_LOW32 = 2**32 - 1
 
 
 class FixedPointOverflowError(ValueError):
@@ -162,18 +164,18 @@ class BitStore:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held by the store (live tensor and spills)."""
-        return self.S.numel() * 8 * (1 + len(self._spilled))
+        """Bytes held by the store: the live int64 tensor and the int32 spills."""
+        return self.S.numel() * (8 + 4 * len(self._spilled))
 
     def mul(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``floor((V*n + s)/d)`` (within one quantum of ``V*gamma``), keeping what is lost."""
         n, d = self.n, self.d
         if n == d:
             return V
-        if self._bound // n > self._cap:
-            self._spilled.append((self._count, self.S, self._bound))
-            self.S = torch.zeros_like(self.S)
-            self._bound = 0
+        if self._bound // n > self._cap:  # spill the high 31 bits as int32, keep the low 32
+            self._spilled.append((self._count, (self.S >> 32).to(torch.int32), self._bound))
+            self.S = self.S & _LOW32
+            self._bound = _LOW32
         Vh, Vl = floor_divmod(V, d)
         S, s = floor_divmod(self.S, n)
         w, r = floor_divmod(Vl * n + s, d)  # Vl*n + s < n*d <= 2**62
@@ -193,7 +195,6 @@ class BitStore:
         self.S = S * n + s
         self._count -= 1
         if self._spilled and self._spilled[-1][0] == self._count:
-            if bool((self.S != 0).any()):  # cannot happen unless the calls were not reversed in order
-                raise RuntimeError("bit store out of step: BitStore.div calls must mirror BitStore.mul calls.")
-            _, self.S, self._bound = self._spilled.pop()
+            _, high, self._bound = self._spilled.pop()
+            self.S = (high.to(torch.int64) << 32) | self.S
         return Vh * d + Vl
