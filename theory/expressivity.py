@@ -208,11 +208,13 @@ def trajectory(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.trajectory(x)
 
 
-def _train(params, loss_fn, steps, lr):
+def _train(params, loss_fn, steps, lr, desc="train"):
+    from tqdm.auto import tqdm
+
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     losses = []
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=desc, leave=False, mininterval=1.0):
         opt.zero_grad()
         loss = loss_fn()
         loss.backward()
@@ -237,7 +239,7 @@ def fit_cubic(model_name: str, quick: bool = True, seed: int = 0, steps: int | N
     f = mlp(1)
     model = build(model_name, f, quick)
     x, y = cubic_sample(cfg["n_train"], seed)
-    losses = _train(f.parameters(), lambda: torch.mean((model(x) - y) ** 2), cfg["steps"], cfg["lr"])
+    losses = _train(f.parameters(), lambda: torch.mean((model(x) - y) ** 2), cfg["steps"], cfg["lr"], f"cubic {model_name}")
     x_eval, y_eval = cubic_sample(N_EVAL[quick], seed + 1)
     x_plot = torch.linspace(-1, 1, n_plot, dtype=DTYPE)[:, None]
     with torch.no_grad():
@@ -281,7 +283,7 @@ def fit_rings(model_name: str, quick: bool = True, seed: int = 0, steps: int | N
     def loss_fn():
         return nn.functional.binary_cross_entropy_with_logits(clf(model(x))[:, 0], labels)
 
-    _train(list(f.parameters()) + list(clf.parameters()), loss_fn, cfg["steps"], cfg["lr"])
+    _train(list(f.parameters()) + list(clf.parameters()), loss_fn, cfg["steps"], cfg["lr"], f"rings {model_name}")
     x_eval, l_eval = nested_rings(N_EVAL[quick], seed + 1)
     with torch.no_grad():
         z = model(x_eval)

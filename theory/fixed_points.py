@@ -336,7 +336,9 @@ def train_solver(kind, problem, d, depth, steps, batch, lr=1e-2, seed=0):
     _, grad, _, step0 = PROBLEMS[problem]
     model = Solver(kind, grad, d, depth, step=step0)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for it in range(steps):
+    from tqdm.auto import tqdm
+
+    for it in tqdm(range(steps), desc=f"{kind} N={depth} {problem}", leave=False, mininterval=1.0):
         A, b, x_star = problems(problem, batch, d, seed * 10**6 + it)
         opt.zero_grad()
         loss = relative_error(model(A, b), x_star).pow(2)
