@@ -93,7 +93,8 @@ def _rss_kib(field):
 
 
 def child(cfg):
-    """Run in a fresh process: one warm-up step, then measure peak memory and time of a step."""
+    """Run in a fresh process: one warm-up step, then measure the peak memory of a step
+    (``cfg["what"] == "memory"``) or the median time of ``repeats`` steps (``"time"``)."""
     import torch
 
     torch.set_num_threads(1)
@@ -108,6 +109,17 @@ def child(cfg):
         return float(loss)
 
     step()  # warm-up: allocates the gradient buffers, which every later step reuses
+    if cfg["what"] == "time":
+        times = []
+        for _ in range(cfg["repeats"]):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+        return {"seconds": statistics.median(times)}
     if device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -121,31 +133,32 @@ def child(cfg):
             fh.write("5")  # reset the high-water mark to the current RSS
         step()
         peak = (_rss_kib("VmHWM") - base) * 1024
-    times = []
-    for _ in range(cfg["repeats"]):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return {"peak_bytes": peak, "seconds": statistics.median(times)}
+    return {"peak_bytes": peak}
 
 
 def measure(method, depth, *, d=64, h=128, batch=512, gamma=0.9, device="cpu", dtype="float32", repeats=3):
-    """Measure one configuration in a fresh subprocess; returns a dict (or one with ``error``)."""
+    """Measure one configuration in two fresh subprocesses: peak memory (with
+    ``MALLOC_MMAP_THRESHOLD_=65536``, so freed memory leaves the process) and time (with the
+    default allocator: forcing mmap for every tensor makes each allocation fault its pages in and
+    would distort the timings of allocation-heavy methods). Returns a dict, with ``error`` on failure."""
     cfg = dict(method=method, depth=depth, d=d, h=h, batch=batch, gamma=gamma, device=device, dtype=dtype, repeats=repeats)
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
     root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    code = "import json,sys; from benchmarks.memory import child; print('RESULT', json.dumps(child(json.loads(sys.argv[1]))))"
-    proc = subprocess.run([sys.executable, "-c", code, json.dumps(cfg)], capture_output=True, text=True, env=env)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {**cfg, **json.loads(line[7:])}
-    err = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return {**cfg, "error": err}
+    out = dict(cfg)
+    for what in ("memory", "time"):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
+        if what == "memory":
+            env["MALLOC_MMAP_THRESHOLD_"] = "65536"
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        code = "import json,sys; from benchmarks.memory import child; print('RESULT', json.dumps(child(json.loads(sys.argv[1]))))"
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps({**cfg, "what": what})], capture_output=True, text=True, env=env)
+        for line in proc.stdout.splitlines():
+            if line.startswith("RESULT "):
+                out.update(json.loads(line[7:]))
+                break
+        else:
+            return {**cfg, "error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
+    return out
 
 
 def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32", "float64")):

@@ -98,7 +98,7 @@ def floor_divmod(a: torch.Tensor, m: int):
         k = m.bit_length() - 1
         return a >> k, a & (m - 1)
     q = torch.div(a, m, rounding_mode="floor")
-    return q, a - q * m
+    return q, torch.sub(a, q, alpha=m)
 
 
 class FixedPoint:
@@ -119,9 +119,9 @@ class FixedPoint:
         # half types would overflow when scaled: work in float32 for them
         self._work = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
-    def quantize(self, y: torch.Tensor) -> torch.Tensor:
-        """``round(y * 2**bits)`` as int64 (exact scaling by a power of two, then round-half-even)."""
-        return (y.to(self._work) * self.scale).round().to(torch.int64)
+    def quantize(self, y: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+        """``round(factor * y * 2**bits)`` as int64 (the power of two scales exactly; round half to even)."""
+        return torch.round(y.to(self._work) * (factor * self.scale)).to(torch.int64)
 
     def dequantize(self, Y: torch.Tensor) -> torch.Tensor:
         """The float value ``Y * 2**-bits`` in ``dtype``."""
@@ -178,11 +178,11 @@ class BitStore:
             self._bound = _LOW32
         Vh, Vl = floor_divmod(V, d)
         S, s = floor_divmod(self.S, n)
-        w, r = floor_divmod(Vl * n + s, d)  # Vl*n + s < n*d <= 2**62
-        self.S = S * d + r
+        w, r = floor_divmod(torch.add(s, Vl, alpha=n), d)  # Vl*n + s < n*d <= 2**62
+        self.S = torch.add(r, S, alpha=d)
         self._bound = (self._bound // n) * d + d - 1
         self._count += 1
-        return Vh * n + w
+        return torch.add(w, Vh, alpha=n)
 
     def div(self, V: torch.Tensor) -> torch.Tensor:
         """Exact inverse of the last :meth:`mul`."""
@@ -191,10 +191,10 @@ class BitStore:
             return V
         Vh, w = floor_divmod(V, n)
         S, r = floor_divmod(self.S, d)
-        Vl, s = floor_divmod(w * d + r, n)
-        self.S = S * n + s
+        Vl, s = floor_divmod(torch.add(r, w, alpha=d), n)
+        self.S = torch.add(s, S, alpha=n)
         self._count -= 1
         if self._spilled and self._spilled[-1][0] == self._count:
             _, high, self._bound = self._spilled.pop()
             self.S = (high.to(torch.int64) << 32) | self.S
-        return Vh * d + Vl
+        return torch.add(Vl, Vh, alpha=d)

@@ -270,10 +270,11 @@ class _ExactMomentum:
         return self.fmt.dequantize(self.V)
 
     def _term(self, n, fx, check):
-        term = self.c * fx
+        """``round((1 - gamma) * f(x) * 2**bits)``: one multiply by ``c * 2**bits`` (the power of two
+        is exact, so this equals scaling the float ``(1 - gamma) * f(x)``)."""
         if check:
-            self.checks.add("(1 - gamma) * f(x)", n, term)
-        return self.fmt.quantize(term)
+            self.checks.add("(1 - gamma) * f(x)", n, fx, abs(self.c))
+        return self.fmt.quantize(fx, self.c)
 
     def step(self, n, fx):
         self.V = self.store.mul(self.V) + self._term(n, fx, True)
