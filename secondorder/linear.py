@@ -547,8 +547,10 @@ def is_representable(D, eps, t1=1.0):
       ``theta``); at ``mu = m_eps`` (where ``psi' = 0``) the same for blocks of size >= 2.
       Necessary always; sufficient when ``D`` is diagonalizable (then it is exact: e.g. a
       diagonalizable ``D`` with simple real eigenvalues is representable iff all are
-      ``>= m_eps``). For Jordan blocks on complex or paired negative eigenvalues sufficiency also
-      needs a preimage with ``psi' != 0``, which :func:`represent` finds in practice.
+      ``>= m_eps``). For Jordan blocks on complex eigenvalues, or paired ones on real eigenvalues
+      at or below ``m_eps``, sufficiency also needs a (non-real) preimage ``lam`` with
+      ``psi'(lam) != 0``, which :func:`represent` finds in practice (then ``psi`` is locally
+      invertible at ``lam`` and the Jordan block lifts to one of ``theta``).
 
     Numerically: eigenvalues within ``1e-6 max(1, |D|_max)`` are one cluster and Jordan
     structure comes from ranks with a relative threshold ``1e-7``; the answer is decided when
@@ -657,19 +659,220 @@ def _bound_projector(D, info):
     return P
 
 
+def _trough_preimage(mu, eps):
+    """A non-real root of ``psi(lam, eps) = mu`` near the second trough of ``psi`` (``t1 = 1``;
+    for ``mu = m_eps``, whose preimage ``lam*`` on the first trough is a critical point).
+
+    The second trough ``lam2 = -1/(4 eps) - eps phi^2`` has ``phi`` solving the trough equation
+    of :func:`m_eps` on ``[3 pi, 7 pi/2]``; there
+    ``psi ~ m2 + psi''/2 (lam - lam2)^2`` with ``m2 > m_eps``, so Newton starts at
+    ``lam2 + i sqrt(2 (m2 - mu)/psi'')``. ``None`` if that fails."""
+    if eps == 0:
+        return None
+    a = 1.0 / (2.0 * eps)
+
+    def slope(phi):
+        return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
+
+    phi = scipy.optimize.brentq(slope, 3 * math.pi, 3.5 * math.pi, xtol=1e-15, rtol=1e-15)
+    lam2 = -1.0 / (4.0 * eps) - eps * phi * phi
+    m2 = float(psi(lam2, eps))
+    h = 1e-4 * (1 + abs(lam2))
+    dd = (float(_dpsi(lam2 + h, eps)) - float(_dpsi(lam2 - h, eps))) / (2 * h)
+    if not (dd > 0 and m2 > mu):
+        return None
+    lam = _newton(complex(mu), complex(lam2, math.sqrt(2 * (m2 - mu) / dd)), eps)
+    return lam if lam is not None and abs(lam.imag) > 1e-8 * (1 + abs(lam)) else None
+
+
+def _paired_preimage(mu, eps, h):
+    """The non-real preimage ``lam`` of the real ``mu`` used for paired Jordan blocks of
+    ``mu I + h N``: of :func:`_complex_preimage` and :func:`_trough_preimage`, the one with the
+    smaller ``|lam| + h/|psi'(lam)|`` (the size of ``Theta_c = lam I + h N/psi'(lam) + ...``).
+    ``None`` if neither has ``psi'(lam) != 0``."""
+    best, size = None, math.inf
+    for lam in (_complex_preimage(complex(mu, 0.0), eps), _trough_preimage(mu, eps)):
+        if lam is None:
+            continue
+        d = abs(complex(_dpsi(lam, eps)))
+        if d > 0 and abs(lam) + h / d < size:
+            best, size = lam, abs(lam) + h / d
+    return best
+
+
+def _series_inverse(a, k):
+    """Coefficients ``c_1..c_{k-1}`` of ``x(t) = sum_j c_j t^j`` with
+    ``sum_{j>=1} a_j x(t)^j = t + O(t^k)`` (reversion of the Taylor series
+    ``psi(lam + x) - psi(lam) = sum_j a_j x^j``, ``a_1 = psi'(lam) != 0``).
+    Polynomials are coefficient arrays ``p[0..k-1]`` truncated at degree ``k - 1``."""
+    c = np.zeros(k, complex)
+    if k == 1:
+        return c
+    c[1] = 1.0 / a[1]
+    for n in range(2, k):
+        # coefficient of t^n in sum_{j>=2} a_j x^j: needs only c_1..c_{n-1} (c_n is still 0)
+        s, xj = 0j, c.copy()
+        for j in range(2, n + 1):
+            xj = np.convolve(xj, c)[:k]  # x^j
+            s = s + a[j] * xj[n]
+        c[n] = -s / a[1]
+    return c
+
+
+def _pair_block(lam, k, h, eps):
+    """Real ``2k x 2k`` ``T`` with ``Psi(T, eps) = diag(mu I + h N, mu I + h N)`` (``N`` the
+    ``k x k`` upper shift, ``mu = psi(lam)`` real, ``lam`` non-real with ``psi'(lam) != 0``).
+
+    ``Theta_c = lam I + X``, ``X = sum_j c_j h^j N^j``, where ``c`` reverts the Taylor series of
+    ``psi`` at ``lam`` (:func:`_series_inverse`); the Taylor coefficients
+    ``a_j = psi^(j)(lam)/j!`` are the first row of ``Psi(lam I + N)`` (the primary function of a
+    Jordan block). Then ``Psi(Theta_c) = mu I + h N`` is real, and the realification
+    ``T = [[Re Theta_c, -Im Theta_c], [Im Theta_c, Re Theta_c]]`` of ``Theta_c (+) conj(Theta_c)``
+    has ``Psi(T) = diag(mu I + h N, mu I + h N)``."""
+    N = np.eye(k, k=1)
+    a = Psi(lam * np.eye(k) + N.astype(complex), eps)[0] if k > 1 else np.array([0j])
+    c = _series_inverse(a, k)
+    Th = lam * np.eye(k, dtype=complex)
+    Nj = np.eye(k)
+    for j in range(1, k):
+        Nj = Nj @ N
+        Th = Th + c[j] * h**j * Nj
+    return np.block([[Th.real, -Th.imag], [Th.imag, Th.real]])
+
+
+def _null(M, dim):
+    """Orthonormal basis (columns) of the ``dim``-dimensional numerical null space of ``M``."""
+    if dim == 0:
+        return np.zeros((M.shape[1], 0))
+    return np.linalg.svd(M)[2][M.shape[1] - dim :].conj().T
+
+
+def _jordan_chains(N, blocks):
+    """Jordan chains of the nilpotent ``N`` (``n x n``) with block sizes ``blocks``
+    (``{size: count}``): a list of ``(k, v)``, ``N^k v = 0``, the chains
+    ``v, N v, ..., N^{k-1} v`` together a basis. Longest chains first: ``v`` spans a complement of
+    ``ker N^{k-1} + span{N^{l-k} w: chains (l, w), l > k}`` in ``ker N^k`` (orthogonal
+    projections and SVDs, dimensions from ``blocks``)."""
+    n = N.shape[0]
+    kmax = max(blocks)
+    dims = [sum(cnt * min(size, j) for size, cnt in blocks.items()) for j in range(kmax + 1)]
+    pw = [np.eye(n)]
+    for _ in range(kmax):
+        pw.append(pw[-1] @ N)
+    chains = []
+    for k in range(kmax, 0, -1):
+        ck = blocks.get(k, 0)
+        if not ck:
+            continue
+        Kk = _null(pw[k], dims[k])
+        W = np.hstack([_null(pw[k - 1], dims[k - 1])] + [pw[l - k] @ w[:, None] for l, w in chains])
+        if W.shape[1]:
+            Wb = np.linalg.svd(W, full_matrices=False)[0]
+            Kk = Kk - Wb @ (Wb.T @ Kk)
+        u = np.linalg.svd(Kk, full_matrices=False)[0]
+        chains += [(k, u[:, i]) for i in range(ck)]
+    return chains
+
+
+def _construct_paired(D, eps, e):
+    """``theta`` for ``D`` with a real eigenvalue ``mu`` at or below ``m_eps`` that has Jordan
+    blocks of size >= 2 (entry ``e`` of :func:`_analyse`; the criterion has passed, so each
+    block size occurs an even number of times, except size 1 at ``mu = m_eps``).
+
+    1. Split ``D S = S diag(A, B)``: ``S = [V, W]``, ``V`` an orthonormal basis of the
+       generalized eigenspace ``ker (D - mu)^k`` (``k`` the largest block), ``W`` of the
+       complementary invariant subspace ``range (D - mu)^k``.
+    2. Jordan chains of ``N = A - mu I`` (:func:`_jordan_chains`), scaled by ``h = |N|_2``:
+       in the basis ``E`` (chain ``v``: columns ``N^{k-1} v / h^{k-1}, ..., v``),
+       ``E^-1 A E = mu I + h (shift)``.
+    3. Chains of equal length in pairs: the real block of :func:`_pair_block` for a non-real
+       preimage ``lam`` of ``mu`` (``psi'(lam) != 0``); each chain of length 1 at
+       ``mu = m_eps`` gets the real trough ``lam*``.
+    4. ``B`` recursively by :func:`_construct`;
+       ``theta = S diag(E T E^-1, theta_B) S^-1``.
+    Returns ``None`` when a basis is ill-conditioned (cond > 1e8) or the splitting is not
+    invariant to ``1e-8 |D|``."""
+    d, n, mu = D.shape[0], len(e["idx"]), e["mu"].real
+    blocks = e["blocks"]
+    scale = _scale(D)
+    M = np.linalg.matrix_power(D - mu * np.eye(d), max(blocks))
+    U, _, Vh = np.linalg.svd(M)
+    S = np.hstack([Vh[d - n :].T, U[:, : d - n]])
+    if np.linalg.cond(S) > 1e8:
+        return None
+    T = np.linalg.solve(S, D @ S)
+    if max(np.abs(T[:n, n:]).max(initial=0), np.abs(T[n:, :n]).max(initial=0)) > 1e-8 * scale:
+        return None
+    A, B = T[:n, :n], T[n:, n:]
+    mu = float(np.trace(A)) / n  # the mean of a cluster is accurate even where its members split
+    Nm = A - mu * np.eye(n)
+    h = max(float(np.linalg.norm(Nm, 2)), 1e-300)
+    chains = _jordan_chains(Nm / h, blocks)
+    lam = None
+    cols, Tb = [], np.zeros((n, n))
+    col = 0
+    by_size = {}
+    for k, v in chains:
+        by_size.setdefault(k, []).append(v)
+    for k, vs in sorted(by_size.items(), reverse=True):
+        if k == 1 and e["kind"] == "boundary":  # 1 x 1 blocks at m_eps: the real lam*
+            for v in vs:
+                cols.append(v)
+                Tb[col, col] = m_eps(eps)[1]  # lam*: psi(lam*) = m_eps
+                col += 1
+            continue
+        if lam is None:
+            lam = _paired_preimage(mu, eps, h)
+            if lam is None:
+                return None
+        for i in range(0, len(vs), 2):
+            for v in vs[i : i + 2]:
+                cols += [np.linalg.matrix_power(Nm / h, k - 1 - j) @ v for j in range(k)]
+            Tb[col : col + 2 * k, col : col + 2 * k] = _pair_block(lam, k, h, eps)
+            col += 2 * k
+    E = np.stack(cols, 1)
+    if np.linalg.cond(E) > 1e8:
+        return None
+    thA = E @ np.linalg.solve(E.T, Tb.T).T  # E Tb E^-1
+    if d == n:
+        thB = np.zeros((0, 0))
+    else:
+        info_B, problems, _ = _analyse(B, eps)
+        if problems:
+            return None
+        thB = _construct(B, eps, info_B)
+    th = np.zeros((d, d))
+    th[:n, :n], th[n:, n:] = thA, thB
+    return S @ np.linalg.solve(S.T, th.T).T
+
+
 def _construct(D, eps, info):
     """A real ``theta`` with ``Psi(theta, eps) = D`` (``t1 = 1``), given ``D`` passes the test."""
+    paired = [
+        e
+        for e in info
+        if e["kind"] in ("negative", "boundary")
+        and max(e["blocks"]) > 1
+        # a consistent Jordan structure (the rank decisions can fail for a cluster that is only
+        # within the tolerance of m_eps, e.g. -I_2 at eps = 1e6, m_eps = -1 + 5e-7)
+        and min(e["blocks"].values()) > 0
+        and sum(k * n for k, n in e["blocks"].items()) == len(e["idx"])
+    ]
+    if paired:  # Jordan blocks reached only through complex-conjugate pairs of preimages
+        # (perturbing until they split and Newton does not work: the Frechet derivative of
+        # Psi is singular there and Newton stalls at the perturbation size)
+        theta = _construct_paired(D, eps, paired[0])
+        if theta is None:
+            raise RuntimeError(
+                f"could not build theta for the paired Jordan blocks of eigenvalue "
+                f"{paired[0]['mu'].real:.6g}: ill-conditioned splitting or Jordan basis "
+                f"(cond > 1e8), or no non-real preimage with psi' != 0; D is too "
+                f"ill-conditioned for this construction."
+            )
+        return theta
     lam_of = lambda e: _choose(e, eps)  # noqa: E731
     theta = _real_form(D, info, lam_of)
     if theta is None:
-        if any(e["kind"] in ("negative", "boundary") and any(k > 1 for k in e["blocks"]) for e in info):
-            # (tried: perturbing until these blocks split into complex pairs, then Newton; the
-            # Frechet derivative is singular there and Newton stalls at the perturbation size)
-            raise NotImplementedError(
-                "D is representable by the criterion, but constructing theta for Jordan blocks "
-                "of size >= 2 on eigenvalues reached only through complex-conjugate pairs is not "
-                "implemented."
-            )
         # defective: theta for a nearby diagonalizable matrix, then Newton on Psi(theta) = D
         # (a few seeds: a real eigenvalue may split to either side of a bound, or into a pair).
         # The perturbation (I - P) E (I - P) leaves the (semisimple) eigenvalues at or below
@@ -708,12 +911,29 @@ def represent(D, eps, t1=1.0, scale=None):
     Construction: ``theta = W B W^-1`` from a real eigenbasis of ``D``; each real eigenvalue
     ``mu >= m_eps`` gets the real preimage on the increasing branch of ``psi`` (``log mu`` for
     ``eps = 0``), complex eigenvalues a complex preimage (Newton / continuation) and repeated
-    real eigenvalues below ``m_eps`` a complex-conjugate pair of preimages. A non-diagonalizable
-    ``D`` starts from a ``1e-7`` perturbation (sparing the eigenspaces at or below ``m_eps``)
-    and is refined by Newton on ``Psi(theta) = D``; so are eigenvalues closer than the cluster
-    tolerance ``1e-6 max(1, |D|_max)``.
+    real eigenvalues below ``m_eps`` a complex-conjugate pair of preimages. Jordan blocks of a
+    real eigenvalue ``mu`` below ``m_eps`` (any ``mu < 0`` for ``eps = 0``), which come in
+    identical pairs, and of size >= 2 at ``mu = m_eps``: the generalized eigenspace is split off
+    (``D S = S diag(A, B)``), ``A`` is put in Jordan form, and each pair ``J (+) J`` gets the
+    realification ``[[Re Theta_c, -Im Theta_c], [Im Theta_c, Re Theta_c]]`` of
+    ``Theta_c = lam I + X`` with ``psi(lam) = mu`` non-real, ``psi'(lam) != 0`` and ``X`` a
+    polynomial in the shift solving ``Psi(Theta_c) = J`` exactly (reverted Taylor series of
+    ``psi`` at ``lam``); ``B`` is handled recursively (:func:`_construct_paired`). Any other
+    non-diagonalizable ``D`` starts from a ``1e-7`` perturbation (sparing the eigenspaces at or
+    below ``m_eps``) and is refined by Newton on ``Psi(theta) = D``; so are eigenvalues closer
+    than the cluster tolerance ``1e-6 max(1, |D|_max)``.
     The result is checked: ``|Psi(theta) - D|_max <= 1e-9 max(1, |D|_max) max(1, |theta|_max)``
     or RuntimeError.
+
+    Nearly defective input: eigenvalues within the cluster tolerance count as one eigenvalue and
+    the Jordan structure comes from rank decisions at ``1e-7`` (:func:`is_representable`). A
+    pair ``mu I + N`` with eigenvalues spread by ``delta`` inside a cluster is represented as
+    the exact Jordan pair at the mean: ``Psi(theta) = D + O(delta^2)``. A nilpotent part near the
+    rank threshold (``~1e-7 |D|``) is ill-posed: the semisimple route plus Newton either meets
+    the residual check or raises RuntimeError. Jordan blocks of size ``k >= 3`` are recognised
+    only where the computed eigenvalues stay within the cluster tolerance (triangular or
+    block-structured input); in a general basis they spread by ``~(1e-16 cond)^(1/k)``, the
+    cluster splits and the perturbation route raises NotImplementedError.
 
     ``scale="auto"``: ``c = 1`` if ``D`` is representable; otherwise (``eps > 0``) the largest
     convenient ``c = 0.99 m_eps / mu_min`` that lifts the most negative real eigenvalue
@@ -729,8 +949,9 @@ def represent(D, eps, t1=1.0, scale=None):
         when ``D`` is a tensor); ``(c, theta)`` with ``scale="auto"``.
     Raises:
         NotRepresentableError: naming the eigenvalue and the bound it breaks.
-        NotImplementedError: representable by the criterion, but a case the construction
-            does not cover (Jordan blocks on eigenvalues reached only in pairs).
+        NotImplementedError: no starting theta for a non-diagonalizable ``D`` off the paired
+            route (e.g. Jordan blocks of size >= 3 whose computed eigenvalues split the cluster).
+        RuntimeError: the residual check fails (ill-conditioned ``D`` or basis).
     """
     eps = check_eps(eps)
     t1 = _t1(t1)

@@ -8,12 +8,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
+from scipy.linalg import block_diag
 
 import secondorder as so
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
     _dpsi,
+    _g_real,
     is_representable,
     m_eps,
     psi,
@@ -274,9 +276,17 @@ def test_represent_input_errors():
     assert is_representable(torch.eye(2), 1.0)
     with pytest.raises(ValueError, match=r"scale == 'big', must be one of None, 'auto'"):
         represent(np.eye(2), 1.0, scale="big")
-    with pytest.raises(NotImplementedError, match=r"Jordan blocks of size >= 2 on eigenvalues"):
-        J = np.array([[-2.0, 1.0], [0.0, -2.0]])
-        represent(np.kron(np.eye(2), J), 1.0)  # representable (paired blocks), not constructed
+    # Jordan blocks of size 3 in a general basis: the computed eigenvalues spread by
+    # ~(1e-16)^(1/3) > the cluster tolerance 1e-6, the analysis misses the pairing
+    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 6)))
+    J3 = -2.0 * np.eye(3) + np.eye(3, k=1)
+    with pytest.raises(NotImplementedError, match=r"could not build a starting theta"):
+        represent(Q @ np.kron(np.eye(2), J3) @ Q.T, 1.0)
+    # a nilpotent part at the rank threshold (4e-7 ~ 1e-7 |D| d): ill-posed, caught by the check
+    S = np.eye(4) + 0.4 * np.random.default_rng(1).standard_normal((4, 4))
+    D = S @ np.kron(np.eye(2), [[-2.0, 4e-7], [0.0, -2.0]]) @ np.linalg.inv(S)
+    with pytest.raises(RuntimeError, match=r"the constructed theta misses D by"):
+        represent(D, 1.0)
 
 
 def test_represent_scale_auto_any_matrix():
@@ -385,3 +395,99 @@ def test_Psi_small_eps_large_theta_uses_eigenvalues():
     th = torch.tensor(theta, requires_grad=True)
     np.testing.assert_allclose(Psi(th, 1e-3).detach().numpy(), want, atol=1e-11)
     assert torch.autograd.gradcheck(lambda t: Psi(t, 1e-3), (th,))
+
+
+# ------------------------------------------------------------- paired Jordan blocks below m_eps
+
+
+def _J(mu, k):
+    return mu * np.eye(k) + np.eye(k, k=1)
+
+
+def _assert_paired(D, eps, theta):
+    assert theta.dtype == np.float64 and np.isrealobj(theta)
+    # exact construction; Psi(theta) evaluated in float64 (block exponential), rounding x |theta|
+    # x cond(basis) (<= ~10 here): 1e-12 |theta|
+    np.testing.assert_allclose(Psi(theta, eps), D, rtol=0, atol=1e-12 * max(1.0, np.abs(theta).max()))
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_represent_paired_jordan_blocks(eps):
+    # kron(I2, J_2(-2)): -2 < m_eps (m_1 = -0.6135, m_0.1 = -0.0108; any mu < 0 for eps = 0),
+    # reached only by a complex-conjugate pair of preimages lam, conj(lam), each a 2x2 Jordan
+    # block of theta
+    D = np.kron(np.eye(2), _J(-2.0, 2))
+    assert is_representable(D, eps)
+    theta = represent(D, eps)
+    _assert_paired(D, eps, theta)
+    w = np.linalg.eigvals(theta)
+    assert np.all(np.abs(w.imag) > 1) and np.abs(w.imag.sum()) < 1e-6  # lam, lam, conj x 2
+    assert psi(complex(w[0]), eps) == pytest.approx(-2.0, abs=1e-6)  # sqrt(1e-16): defective w
+    # a random well-conditioned basis (cond(S) ~ 5)
+    S = np.eye(4) + 0.4 * np.random.default_rng(7).standard_normal((4, 4))
+    assert np.linalg.cond(S) < 20
+    DS = S @ D @ np.linalg.inv(S)
+    _assert_paired(DS, eps, represent(DS, eps))
+    # t1 enters as eps/t1 and theta/t1
+    th = represent(DS, eps, t1=2.0)
+    np.testing.assert_allclose(Psi(th, eps, 2.0), DS, atol=1e-12 * max(1.0, 2 * np.abs(th).max()))
+    # torch in, torch out
+    th = represent(torch.tensor(DS), eps)
+    assert isinstance(th, torch.Tensor)
+    np.testing.assert_allclose(Psi(th, eps).numpy(), DS, atol=1e-12 * max(1.0, float(th.abs().max())))
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
+def test_represent_paired_jordan_blocks_size_three_and_mixed(eps):
+    # a pair of 3x3 blocks (third-order Taylor reversion), in an upper-triangular basis (the
+    # computed eigenvalues stay exact, see test_represent_input_errors for a general basis)
+    U = np.eye(6) + np.triu(np.random.default_rng(8).uniform(-0.5, 0.5, (6, 6)), 1)
+    D = U @ np.kron(np.eye(2), _J(-2.0, 3)) @ np.linalg.inv(U)
+    _assert_paired(D, eps, represent(D, eps))
+    # a pair of 2x2 blocks at -0.7 (< m_1, > m_5: below the range of psi for eps = 1, 0.1)
+    # next to a simple positive eigenvalue 1.5 and -I_2, in a random basis
+    B = np.zeros((7, 7))
+    B[:4, :4] = np.kron(np.eye(2), _J(-0.7, 2))
+    B[4, 4] = 1.5
+    B[5:, 5:] = -np.eye(2)
+    S = np.eye(7) + 0.3 * np.random.default_rng(9).standard_normal((7, 7))
+    assert np.linalg.cond(S) < 20
+    D = S @ B @ np.linalg.inv(S)
+    theta = represent(D, eps)
+    _assert_paired(D, eps, theta)
+    w = np.linalg.eigvals(theta)
+    assert np.sum(np.abs(w.imag) < 1e-9) == 1  # only 1.5 has a real preimage
+    assert np.min(np.abs(w - _g_real(1.5, eps))) < 1e-9
+
+
+@pytest.mark.parametrize("eps", [0.1, 1.0, 5.0])
+def test_represent_paired_jordan_blocks_at_m_eps(eps):
+    # at mu = m_eps, psi'(lam*) = 0: the 2x2 blocks need a non-real preimage of m_eps (near the
+    # second trough), the 1x1 block takes lam* itself
+    m, lam_star = m_eps(eps)
+    D = np.zeros((5, 5))
+    D[:4, :4] = np.kron(np.eye(2), _J(m, 2))
+    D[4, 4] = m
+    theta = represent(D, eps)
+    _assert_paired(D, eps, theta)
+    assert np.min(np.abs(np.linalg.eigvals(theta) - lam_star)) < 1e-9
+
+
+def test_represent_paired_jordan_blocks_still_need_pairs():
+    # odd counts per block size: not representable, for eps = 0 and eps > 0
+    J2, J3 = _J(-2.0, 2), _J(-2.0, 3)
+    odd = [np.kron(np.eye(3), J2), block_diag(J2, J2, J3), block_diag(J2, J3)]
+    for D in odd:
+        for eps in (0.0, 1.0):
+            assert not is_representable(D, eps)
+            with pytest.raises(NotRepresentableError, match=r"eigenvalue -2 of D has Jordan blocks"):
+                represent(D, eps)
+
+
+def test_represent_nearly_defective_pair():
+    # eigenvalues -2 and -2 + delta in one cluster (delta < 1e-6): represented as the exact
+    # Jordan pair at the mean, so Psi(theta) = D + O(delta^2) (delta^2/4 = 2.5e-15 here)
+    delta = 1e-7
+    D = np.kron(np.eye(2), [[-2.0, 1.0], [0.0, -2.0 + delta]])
+    theta = represent(D, 1.0)
+    np.testing.assert_allclose(Psi(theta, 1.0), D, rtol=0, atol=1e-13)
