@@ -18,6 +18,7 @@ statistics are updated once, by the forward pass, as with plain autograd).
 
 from __future__ import annotations
 
+import array
 import copy
 
 import torch
@@ -37,20 +38,26 @@ __all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip"]
 class _Layers:
     def __init__(self, functions, args, kwargs, device, labels=None):
         self.functions = list(functions)
-        # labels[n] = (kind, index) used in error messages, e.g. ("residual function", 3)
-        self.labels = labels or [("residual function", n) for n in range(len(self.functions))]
+        # labels(n) = (kind, index) used in error messages, e.g. ("residual function", 3)
+        self.labels = labels or (lambda n: ("residual function", n))
         self.params = []  # unique parameters needing a gradient, in a fixed order
         index = {}
-        self.layer_params = []  # per layer: positions into self.params
+        self.layer_params = []  # per layer: positions into self.params (shared by tied modules)
+        self.buffers = []  # per layer: the module's buffers (shared by tied modules)
+        per_module = {}
         for f in self.functions:
-            pos = []
-            for p in f.parameters() if isinstance(f, nn.Module) else ():
-                if p.requires_grad:
-                    if id(p) not in index:
-                        index[id(p)] = len(self.params)
-                        self.params.append(p)
-                    pos.append(index[id(p)])
+            if id(f) not in per_module:
+                pos = []
+                for p in f.parameters() if isinstance(f, nn.Module) else ():
+                    if p.requires_grad:
+                        if id(p) not in index:
+                            index[id(p)] = len(self.params)
+                            self.params.append(p)
+                        pos.append(index[id(p)])
+                per_module[id(f)] = (pos, list(f.buffers()) if isinstance(f, nn.Module) else [])
+            pos, bufs = per_module[id(f)]
             self.layer_params.append(pos)
+            self.buffers.append(bufs)
         # extra arguments: top-level tensors of args/kwargs that need a gradient become inputs
         self.args, self.kwargs = list(args), dict(kwargs)
         self.extra = []  # (key, tensor) with key an int (position) or str (keyword)
@@ -63,7 +70,6 @@ class _Layers:
         self.cuda = device.type == "cuda"
         self.device = device
         self.rng = [None] * len(self.functions)
-        self.buffers = [list(f.buffers()) if isinstance(f, nn.Module) else [] for f in self.functions]
 
     def inputs(self):
         """Tensors handed to ``Function.apply`` after the state: extra arguments, then parameters."""
@@ -79,7 +85,7 @@ class _Layers:
         """``f_n(x, *args, **kwargs)`` in the forward pass; remembers the RNG state if ``f_n`` drew from it."""
         before = self._rng_state()
         out = self.functions[n](x, *self.args, **self.kwargs)
-        _check_output(self.labels[n], out, x if like is None else like)
+        _check_output(self.labels(n), out, x if like is None else like)
         after = self._rng_state()
         if not torch.equal(before[0], after[0]) or (self.cuda and not torch.equal(before[1], after[1])):
             self.rng[n] = before
@@ -158,27 +164,43 @@ def _snapshot(arith):
 
 
 class _Checks:
-    """Range and finiteness checks of the exact path, evaluated lazily (one sync per pass)."""
+    """Range and finiteness checks of the exact path, evaluated lazily (one sync per pass).
+
+    The maxima go into a growing float64 tensor and their labels into a compact int array, so the
+    checks cost a few bytes per layer, not Python objects."""
 
     def __init__(self, fmt):
         self.fmt = fmt
-        self.maxima = []  # (what, layer, 0-dim tensor of max |value|)
+        self.names = []  # distinct "what" strings
+        self.codes = array.array("q")  # per entry: name index, layer
+        self.values = None  # float64 tensor of max |value| (rescaled), grown by doubling
+        self.count = 0
 
     def add(self, what, layer, t, scale=1.0):
-        """Remember ``max |t| * scale`` (a 0-dim tensor; no synchronisation here)."""
+        """Remember ``max |t| * scale`` (no synchronisation here)."""
+        if what not in self.names:
+            self.names.append(what)
+        self.codes.extend((self.names.index(what), layer))
+        if self.values is None or self.count == self.values.numel():
+            grown = torch.empty(max(64, 2 * self.count), dtype=torch.float64, device=t.device)
+            if self.values is not None:
+                grown[: self.count] = self.values
+            self.values = grown
         m = t.detach().abs().amax() if t.numel() else t.new_zeros(())
-        self.maxima.append((what, layer, m.to(torch.float64) * scale))
+        self.values[self.count] = m.to(torch.float64) * scale
+        self.count += 1
 
     def raise_if_bad(self):
-        if not self.maxima:
+        if not self.count:
             return
-        m = torch.stack([t for _, _, t in self.maxima])
+        m = self.values[: self.count]
         bad = ~(m < self.fmt.max_abs)  # NaN compares False: caught too
         if bool(bad.any()):
             i = int(torch.nonzero(bad)[0])
-            what, layer, _ = self.maxima[i]
+            what, layer = self.names[self.codes[2 * i]], self.codes[2 * i + 1]
             raise self.fmt.overflow_error(what, layer, float(m[i]))
-        self.maxima.clear()
+        self.codes = array.array("q")
+        self.count = 0
 
 
 def _ladder(dtype, bits):
@@ -437,11 +459,14 @@ class _CouplingFunction(torch.autograd.Function):
         return (None, g[0], g[1], *layers.grads)
 
 
+def _coupling_label(k):
+    return (f"{'FG'[k % 2]} function", k // 2)
+
+
 def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, bits=None):
     """Run a RevNet storing no activations (``mode`` is ``"exact"`` or ``"float"``); return ``(y1, y2)``."""
     interleaved = [h for pair in zip(F_functions, G_functions) for h in pair]
-    labels = [(f"{'FG'[k % 2]} function", k // 2) for k in range(len(interleaved))]
-    layers = _Layers(interleaved, args, kwargs, x1.device, labels)
+    layers = _Layers(interleaved, args, kwargs, x1.device, _coupling_label)
     if mode == "exact":
         spec = {"layers": layers, "make": lambda b: _ExactCoupling(x1, b), "ladder": _ladder(x1.dtype, bits)}
     else:
@@ -495,7 +520,7 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
     if isinstance(net, RevNet):
         x1, x2 = net._split(x)
         interleaved = [h for pair in zip(net.F, net.G) for h in pair]
-        layers = _Layers(interleaved, args, kwargs, x.device)
+        layers = _Layers(interleaved, args, kwargs, x.device, _coupling_label)
         start = {}
 
         def run(arith):
