@@ -476,12 +476,58 @@ def _jordan_blocks(D, mu, mult, scale):
     return sizes
 
 
-def _analyse(D, eps):
-    """Eigenvalue clusters of ``D`` with their classification; list of problems (strings)."""
+def _blocks_ok(blocks, mult):
+    """Whether the rank ladder of :func:`_jordan_blocks` gave a Jordan structure of ``mult``."""
+    return bool(blocks) and min(blocks.values()) > 0 and sum(
+        k * n for k, n in blocks.items()
+    ) == mult
+
+
+def _merge_defective(D, w, clusters, tol, scale):
+    """Merge clusters that are one defective real eigenvalue split by rounding.
+
+    A Jordan block of size ``k`` in a general basis has computed eigenvalues spread by
+    ``~(1e-16 cond)^(1/k) |D|`` (``~1e-5`` for ``k = 3``), beyond the cluster tolerance; its
+    pieces are non-real or have an inconsistent rank ladder (more null directions of
+    ``D - mu I`` than eigenvalues). Within a coarse single-linkage group (``1e-2 |D|``) with a
+    real mean ``c`` in which some piece is non-real (``|Im| > 1e-10 |D|``) or inconsistent, the
+    pieces are merged when the rank ladder of ``D - c I`` is a consistent Jordan structure of
+    the whole group (distinct eigenvalues well apart leave ``D - c I`` nonsingular or give an
+    inconsistent ladder, and are not merged). Groups of real, consistent pieces are left
+    alone. Eigenvalues within ``~(1e-7)^(1/k)`` of a block of size ``k`` are ambiguous at this
+    rank threshold and may be merged into it (the residual check of :func:`represent` then
+    decides)."""
+    if len(clusters) < 2:
+        return clusters
+    out = []
+    for c, idx in _clusters(w, 1e-2 * scale):
+        fine = [(mu, g) for mu, g in clusters if set(g) <= set(idx)]
+        if (
+            len(fine) > 1
+            and abs(c.imag) <= tol
+            and any(
+                np.abs(w[g].imag).max() > 1e-10 * scale
+                or not _blocks_ok(_jordan_blocks(D, mu.real, len(g), scale), len(g))
+                for mu, g in fine
+            )
+            and _blocks_ok(_jordan_blocks(D, c.real, len(idx), scale), len(idx))
+        ):
+            out.append((complex(c.real, 0.0), list(idx)))
+        else:
+            out.extend(fine)
+    return out
+
+
+def _analyse(D, eps, merge=True):
+    """Eigenvalue clusters of ``D`` with their classification; list of problems (strings).
+    ``merge=False`` skips :func:`_merge_defective` (for the deliberately perturbed, nearly
+    defective starting matrices of :func:`_construct`)."""
     scale = _scale(D)
     w = np.linalg.eigvals(D) if D.size else np.zeros(0, complex)
     tol = 1e-6 * scale
     clusters = _clusters(w, tol)
+    if merge:
+        clusters = _merge_defective(D, w, clusters, tol, scale)
     m = m_eps(eps)[0] if eps > 0 else 0.0
     info, problems = [], []
     for mu, idx in clusters:
@@ -881,7 +927,7 @@ def _construct(D, eps, info):
         for seed in range(8):
             rng = np.random.default_rng(seed)
             Dp = D + 1e-7 * _scale(D) * (Q @ rng.standard_normal(D.shape) @ Q)
-            info_p, problems, _ = _analyse(Dp, eps)
+            info_p, problems, _ = _analyse(Dp, eps, merge=False)
             theta = _real_form(Dp, info_p, lam_of) if not problems else None
             if theta is not None:
                 break

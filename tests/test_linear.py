@@ -276,17 +276,21 @@ def test_represent_input_errors():
     assert is_representable(torch.eye(2), 1.0)
     with pytest.raises(ValueError, match=r"scale == 'big', must be one of None, 'auto'"):
         represent(np.eye(2), 1.0, scale="big")
-    # Jordan blocks of size 3 in a general basis: the computed eigenvalues spread by
-    # ~(1e-16)^(1/3) > the cluster tolerance 1e-6, the analysis misses the pairing
-    Q, _ = np.linalg.qr(np.random.default_rng(0).standard_normal((6, 6)))
-    J3 = -2.0 * np.eye(3) + np.eye(3, k=1)
-    with pytest.raises(NotImplementedError, match=r"could not build a starting theta"):
-        represent(Q @ np.kron(np.eye(2), J3) @ Q.T, 1.0)
     # a nilpotent part at the rank threshold (4e-7 ~ 1e-7 |D| d): ill-posed, caught by the check
     S = np.eye(4) + 0.4 * np.random.default_rng(1).standard_normal((4, 4))
     D = S @ np.kron(np.eye(2), [[-2.0, 4e-7], [0.0, -2.0]]) @ np.linalg.inv(S)
     with pytest.raises(RuntimeError, match=r"the constructed theta misses D by"):
         represent(D, 1.0)
+
+
+def test_represent_no_starting_theta(monkeypatch):
+    # the perturbation route for a defective D off the paired route needs a diagonalizable
+    # start; without one (forced here: no real eigenbasis is ever found) it says so
+    import secondorder.linear as lin
+
+    monkeypatch.setattr(lin, "_real_form", lambda *args: None)
+    with pytest.raises(NotImplementedError, match=r"could not build a starting theta"):
+        represent(np.array([[1.0, 1.0], [0.0, 1.0]]), 1.0)
 
 
 def test_represent_scale_auto_any_matrix():
@@ -406,7 +410,7 @@ def _J(mu, k):
 
 def _assert_paired(D, eps, theta):
     assert theta.dtype == np.float64 and np.isrealobj(theta)
-    # exact construction; Psi(theta) evaluated in float64 (block exponential), rounding x |theta|
+    # exact construction; Psi(theta) in float64 (expm / block exponential): rounding x |theta|
     # x cond(basis) (<= ~10 here): 1e-12 |theta|
     np.testing.assert_allclose(Psi(theta, eps), D, rtol=0, atol=1e-12 * max(1.0, np.abs(theta).max()))
 
@@ -440,11 +444,20 @@ def test_represent_paired_jordan_blocks(eps):
 @pytest.mark.parametrize("eps", [0.0, 0.1, 1.0])
 def test_represent_paired_jordan_blocks_size_three_and_mixed(eps):
     # a pair of 3x3 blocks (third-order Taylor reversion), in an upper-triangular basis (the
-    # computed eigenvalues stay exact, see test_represent_input_errors for a general basis)
+    # computed eigenvalues stay exact) and in a random one (they split by ~(1e-16)^(1/3) ~ 1e-5
+    # into real and non-real pieces beyond the cluster tolerance; the rank ladder at their mean
+    # merges them back into {size 3: 2})
     U = np.eye(6) + np.triu(np.random.default_rng(8).uniform(-0.5, 0.5, (6, 6)), 1)
-    D = U @ np.kron(np.eye(2), _J(-2.0, 3)) @ np.linalg.inv(U)
+    S = np.eye(6) + 0.3 * np.random.default_rng(10).standard_normal((6, 6))
+    assert np.linalg.cond(S) < 20
+    for B in (U, S):
+        D = B @ np.kron(np.eye(2), _J(-2.0, 3)) @ np.linalg.inv(B)
+        _assert_paired(D, eps, represent(D, eps))
+    # a pair of 4x4 blocks in a random orthogonal basis
+    Q, _ = np.linalg.qr(np.random.default_rng(11).standard_normal((8, 8)))
+    D = Q @ np.kron(np.eye(2), _J(-2.0, 4)) @ Q.T
     _assert_paired(D, eps, represent(D, eps))
-    # a pair of 2x2 blocks at -0.7 (< m_1, > m_5: below the range of psi for eps = 1, 0.1)
+    # a pair of 2x2 blocks at -0.7 (below m_1 = -0.6135 and m_0.1 = -0.0108; negative for eps = 0)
     # next to a simple positive eigenvalue 1.5 and -I_2, in a random basis
     B = np.zeros((7, 7))
     B[:4, :4] = np.kron(np.eye(2), _J(-0.7, 2))
