@@ -136,7 +136,7 @@ def child(cfg):
     return {"peak_bytes": peak}
 
 
-def measure(method, depth, *, d=64, h=128, batch=512, gamma=0.9, device="cpu", dtype="float32", repeats=3):
+def measure(method, depth, *, d=64, h=128, batch=512, gamma=0.9, device="cpu", dtype="float32", repeats=3, timing=True):
     """Measure one configuration in two fresh subprocesses: peak memory (with
     ``MALLOC_MMAP_THRESHOLD_=65536``, so freed memory leaves the process) and time (with the
     default allocator: forcing mmap for every tensor makes each allocation fault its pages in and
@@ -144,7 +144,7 @@ def measure(method, depth, *, d=64, h=128, batch=512, gamma=0.9, device="cpu", d
     cfg = dict(method=method, depth=depth, d=d, h=h, batch=batch, gamma=gamma, device=device, dtype=dtype, repeats=repeats)
     root = str(Path(__file__).resolve().parent.parent)
     out = dict(cfg)
-    for what in ("memory", "time"):
+    for what in ("memory", "time") if timing else ("memory",):
         env = dict(os.environ, OMP_NUM_THREADS="1")
         env.pop("MALLOC_MMAP_THRESHOLD_", None)
         if what == "memory":

@@ -26,14 +26,13 @@ def compute(quick: bool, seed: int) -> dict:
     from benchmarks.memory import measure
 
     depths = [10, 100, 300] if quick else [10, 30, 100, 300, 1000]
-    data = {"depths": depths, "peak_mib": {}, "ms": {}}
+    data = {"depths": depths, "peak_mib": {}}
     jobs = [(m, n) for m in METHODS for n in depths]
     for m, n in tqdm(jobs, desc="memory_depth", leave=False):
-        r = measure(m, n, repeats=1)
+        r = measure(m, n, repeats=1, timing=False)
         if "error" in r:
             raise RuntimeError(f"memory measurement {m} at depth {n} failed: {r['error']}")
         data["peak_mib"].setdefault(m, []).append(r["peak_bytes"] / 2**20)
-        data["ms"].setdefault(m, []).append(1e3 * r["seconds"])
     return data
 
 
