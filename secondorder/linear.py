@@ -503,7 +503,8 @@ def _merge_defective(D, w, clusters, tol, scale):
     for c, idx in _clusters(w, 1e-2 * scale):
         fine = [(mu, g) for mu, g in clusters if set(g) <= set(idx)]
         if (
-            len(fine) > 1
+            1 < len(fine)
+            and len(idx) <= 32  # bounds the cost: one SVD per power in the rank ladder
             and abs(c.imag) <= tol
             and any(
                 np.abs(w[g].imag).max() > 1e-10 * scale
@@ -599,9 +600,11 @@ def is_representable(D, eps, t1=1.0):
       invertible at ``lam`` and the Jordan block lifts to one of ``theta``).
 
     Numerically: eigenvalues within ``1e-6 max(1, |D|_max)`` are one cluster and Jordan
-    structure comes from ranks with a relative threshold ``1e-7``; the answer is decided when
-    no eigenvalue is that close to a bound (``0`` or ``m_eps``) and the structure is well
-    separated. ``t1`` enters only through ``eps/t1`` (``Psi(theta, eps, t1) =
+    structure comes from ranks with a relative threshold ``1e-7``; the pieces of a real
+    defective eigenvalue that rounding spreads further (``~(1e-16)^(1/k)`` for a block of size
+    ``k``) are merged back when the rank ladder at their mean is consistent
+    (:func:`_merge_defective`). The answer is decided when no eigenvalue is that close to a
+    bound (``0`` or ``m_eps``) and the structure is well separated. ``t1`` enters only through ``eps/t1`` (``Psi(theta, eps, t1) =
     Psi(t1 theta, eps/t1)``).
     """
     eps = check_eps(eps)
@@ -976,10 +979,12 @@ def represent(D, eps, t1=1.0, scale=None):
     pair ``mu I + N`` with eigenvalues spread by ``delta`` inside a cluster is represented as
     the exact Jordan pair at the mean: ``Psi(theta) = D + O(delta^2)``. A nilpotent part near the
     rank threshold (``~1e-7 |D|``) is ill-posed: the semisimple route plus Newton either meets
-    the residual check or raises RuntimeError. Jordan blocks of size ``k >= 3`` are recognised
-    only where the computed eigenvalues stay within the cluster tolerance (triangular or
-    block-structured input); in a general basis they spread by ``~(1e-16 cond)^(1/k)``, the
-    cluster splits and the perturbation route raises NotImplementedError.
+    the residual check or raises RuntimeError. Jordan blocks of size ``k >= 3`` in a general
+    basis have computed eigenvalues spread by ``~(1e-16 cond)^(1/k)``, beyond the cluster
+    tolerance; the pieces are merged back by the rank ladder at their mean. A distinct
+    eigenvalue within ``~(1e-7)^(1/k)`` of such a block is ambiguous at that threshold and may be
+    merged into it; the residual check then raises RuntimeError rather than return a wrong
+    ``theta``.
 
     ``scale="auto"``: ``c = 1`` if ``D`` is representable; otherwise (``eps > 0``) the largest
     convenient ``c = 0.99 m_eps / mu_min`` that lifts the most negative real eigenvalue
@@ -995,8 +1000,8 @@ def represent(D, eps, t1=1.0, scale=None):
         when ``D`` is a tensor); ``(c, theta)`` with ``scale="auto"``.
     Raises:
         NotRepresentableError: naming the eigenvalue and the bound it breaks.
-        NotImplementedError: no starting theta for a non-diagonalizable ``D`` off the paired
-            route (e.g. Jordan blocks of size >= 3 whose computed eigenvalues split the cluster).
+        NotImplementedError: no diagonalizable starting point near a non-diagonalizable ``D``
+            off the paired route (not seen in the tests; kept as a guard).
         RuntimeError: the residual check fails (ill-conditioned ``D`` or basis).
     """
     eps = check_eps(eps)
