@@ -4,7 +4,7 @@ Following Maclaurin, Duvenaud & Adams (ICML 2015, "Gradient-based hyperparameter
 through reversible learning"), both the position ``x`` and the velocity ``v`` are held as int64
 fixed-point numbers ``X = round(x * 2**bits)``. Additions of quantized terms are exactly
 invertible; the multiplication ``v <- gamma * v`` is made invertible by writing gamma as a
-rational ``n/d`` (``d <= 2**31``) and trading digits with an integer *bit store* ``S``::
+rational ``n/d`` (``d <= 2**31``; ``d = 2**24`` for float32) and trading digits with an integer *bit store* ``S``::
 
     forward:  s = S mod n;  S = S div n;  U = V*n + s;  V' = U div d;  S = S*d + (U mod d)
     inverse:  U = V'*d + (S mod d);  S = S div d;  V = U div n;  S = S*n + (U mod n)
@@ -14,9 +14,10 @@ from the store, the bits it drops go back to it). ``V*n`` is never formed: ``V``
 ``V = Vh*d + Vl`` and only ``Vl*n + s < n*d <= 2**62`` is. Floor division and floor modulo are used
 throughout (mixing truncation with floor breaks exactness for negative values). The store grows
 by ``log2(d/n) ~ log2(1/gamma)`` bits per element per layer. Its worst-case size is tracked on the
-host, so no device synchronisation is needed: before it could overflow int64, its high 31 bits
-are *spilled* to a list as an int32 tensor and the low 32 bits continue (the inverse puts them
-back at the same layer). There is therefore no depth limit, and the store costs about
+host, so no device synchronisation is needed: the store is kept below ``2**53`` (so that its
+divisions can run exactly in float64, see :func:`floor_divmod`), and before it could pass that, its
+high 31 bits are *spilled* to a list as an int32 tensor and the low 22 bits continue (the inverse
+puts them back at the same layer). There is therefore no depth limit, and the store costs about
 ``log2(1/gamma)`` bits per element and layer plus 8 bytes per element.
 
 The value range is ``|x| < 2**(61 - bits)``; a value outside it (or NaN/inf) raises
@@ -55,9 +56,14 @@ DEFAULT_BITS = {dtype: ladder[0] for dtype, ladder in BITS_LADDER.items()}
 
 #: Largest denominator used to write gamma as n/d (see :func:`rational_gamma`); keeps n*d <= 2**62.
 MAX_DENOMINATOR = 2**31
+#: Bits of the power-of-two denominator used for float32 and half networks.
+DYADIC_BITS = 24
+#: The store ``S`` and every operand divided by a non-power of two stay below ``2**53``, where a
+#: float64 division is exact (see :func:`floor_divmod`) and about 6x faster than an int64 one.
+FLOAT_EXACT = 2**53
+_KEEP_BITS = 22  # a spill keeps the store's low 22 bits and moves the high (< 2**31) to int32
 
 _INT64_MAX = 2**63 - 1
-_LOW32 = 2**32 - 1
 
 
 class FixedPointOverflowError(ValueError):
@@ -78,9 +84,9 @@ def rational_gamma(gamma: float, max_denominator: int = MAX_DENOMINATOR, dyadic:
     exactly (0.9 -> 9/10, 0.99 -> 99/100, 0.5 -> 1/2); any other float (a learned gamma, say) is
     approximated within ``1/(d * max_denominator)``, typically about 1e-18.
 
-    ``dyadic=True`` (float32 and half networks): ``d`` is a power of two, so that the divisions by
-    ``d`` in :class:`BitStore` are shifts (about 35 times cheaper than an int64 division):
-    ``n = round(gamma * 2**31)``, within ``2**-32 ~ 2.3e-10`` of gamma, far below float32 rounding.
+    ``dyadic=True`` (float32 and half networks): ``d = 2**24``, so that the divisions by ``d`` in
+    :class:`BitStore` are shifts: ``n = round(gamma * 2**24)``, within ``2**-25 ~ 3e-8`` of gamma,
+    below float32's resolution (short dyadic fractions such as 1/2 or 3/4 stay exact).
     """
     g = float(gamma)
     if not (0 < g <= 1):
@@ -88,16 +94,26 @@ def rational_gamma(gamma: float, max_denominator: int = MAX_DENOMINATOR, dyadic:
     frac = Fraction(g).limit_denominator(max_denominator)
     d = frac.denominator
     if dyadic and d & (d - 1):
-        frac = Fraction(round(g * max_denominator), max_denominator)
+        frac = Fraction(max(1, round(g * 2**DYADIC_BITS)), 2**DYADIC_BITS)
     return frac
 
 
-def floor_divmod(a: torch.Tensor, m: int):
-    """Floor division and floor modulo of an int64 tensor by a positive int: ``a = q*m + r``, ``0 <= r < m``."""
-    if m & (m - 1) == 0:  # a power of two: arithmetic shift and mask are exact floor semantics
+def floor_divmod(a: torch.Tensor, m: int, bound: int = 2**63):
+    """Floor division and floor modulo of an int64 tensor by a positive int: ``a = q*m + r``, ``0 <= r < m``.
+
+    ``bound`` is a known bound on ``|a|``. A power of two uses shift and mask (exact floor
+    semantics on two's complement). Below ``2**53`` the quotient is ``floor(float64(a) / m)``: ``a``
+    converts exactly, and a correctly rounded quotient can only reach the next integer if it is
+    within ``|a/m| * 2**-53 < 1/m`` of it, which a non-integer ``a/m`` never is; so the floor is
+    exact (and about 6x faster than an int64 division). Otherwise an int64 floor division.
+    """
+    if m & (m - 1) == 0:
         k = m.bit_length() - 1
         return a >> k, a & (m - 1)
-    q = torch.div(a, m, rounding_mode="floor")
+    if bound <= FLOAT_EXACT:
+        q = torch.floor(a.to(torch.float64) / m).to(torch.int64)
+    else:
+        q = torch.div(a, m, rounding_mode="floor")
     return q, torch.sub(a, q, alpha=m)
 
 
@@ -127,16 +143,18 @@ class FixedPoint:
         """The float value ``Y * 2**-bits`` in ``dtype``."""
         return (Y.to(self._work) * self.inv_scale).to(self.dtype)
 
-    def overflow_error(self, what: str, layer: int, magnitude: float) -> FixedPointOverflowError:
+    def overflow_error(self, what: str, layer: int, magnitude: float, limit: float | None = None) -> FixedPointOverflowError:
         if magnitude != magnitude or magnitude == float("inf"):
             return FixedPointOverflowError(
                 f"non-finite values (NaN or inf) in {what} at layer {layer} of the exact backward.",
                 finite=False,
             )
+        limit = self.max_abs if limit is None else limit
         return FixedPointOverflowError(
             f"{what} at layer {layer} reached |value| = {magnitude:.3g}, outside the fixed-point range "
-            f"|value| < {self.max_abs:.3g} of {self.bits} fractional bits for {self.dtype}; pass a "
-            f"smaller fixed_point_bits (range 2**(61 - bits)) or rescale the network."
+            f"|value| < {limit:.3g} of {self.bits} fractional bits for {self.dtype}; pass a "
+            f"smaller fixed_point_bits (range 2**(61 - bits), velocities below float64 2**(53 - bits)) "
+            f"or rescale the network."
         )
 
 
@@ -147,13 +165,15 @@ class BitStore:
     at which a full store was set aside; ``nbytes`` is the memory it holds.
     """
 
-    def __init__(self, like: torch.Tensor, gamma: Fraction):
+    def __init__(self, like: torch.Tensor, gamma: Fraction, v_bound: int = 2**63):
         self.n, self.d = gamma.numerator, gamma.denominator
         if not (0 < self.n <= self.d <= MAX_DENOMINATOR):
             raise ValueError(f"gamma == {gamma}, must be n/d with 0 < n <= d <= 2**31.")
+        if self.d >= 2**30 * self.n:
+            raise ValueError(f"gamma == {float(gamma):.3g} is too small for exact arithmetic (must be > 2**-30).")
+        self.v_bound = v_bound  # known bound of |V| (2**53 lets V's divisions run in float64)
         self.S = torch.zeros(like.shape, dtype=torch.int64, device=like.device)
-        self._bound = 0  # upper bound of every element of S (S >= 0 always)
-        self._cap = (_INT64_MAX - (self.d - 1)) // self.d  # S div n <= cap keeps S*d + r in int64
+        self._bound = 0  # upper bound of every element of S (0 <= S < FLOAT_EXACT always)
         self._count = 0  # number of mul calls not yet undone
         self._spilled: list[tuple[int, torch.Tensor, int]] = []
 
@@ -172,13 +192,13 @@ class BitStore:
         n, d = self.n, self.d
         if n == d:
             return V
-        if self._bound // n > self._cap:  # spill the high 31 bits as int32, keep the low 32
-            self._spilled.append((self._count, (self.S >> 32).to(torch.int32), self._bound))
-            self.S = self.S & _LOW32
-            self._bound = _LOW32
-        Vh, Vl = floor_divmod(V, d)
-        S, s = floor_divmod(self.S, n)
-        w, r = floor_divmod(torch.add(s, Vl, alpha=n), d)  # Vl*n + s < n*d <= 2**62
+        if (self._bound // n) * d + d - 1 >= FLOAT_EXACT:  # spill the high bits as int32
+            self._spilled.append((self._count, (self.S >> _KEEP_BITS).to(torch.int32), self._bound))
+            self.S = self.S & (2**_KEEP_BITS - 1)
+            self._bound = 2**_KEEP_BITS - 1
+        Vh, Vl = floor_divmod(V, d, self.v_bound)
+        S, s = floor_divmod(self.S, n, FLOAT_EXACT)
+        w, r = floor_divmod(torch.add(s, Vl, alpha=n), d, n * d)  # Vl*n + s < n*d <= 2**62
         self.S = torch.add(r, S, alpha=d)
         self._bound = (self._bound // n) * d + d - 1
         self._count += 1
@@ -189,12 +209,12 @@ class BitStore:
         n, d = self.n, self.d
         if n == d:
             return V
-        Vh, w = floor_divmod(V, n)
-        S, r = floor_divmod(self.S, d)
-        Vl, s = floor_divmod(torch.add(r, w, alpha=d), n)
+        Vh, w = floor_divmod(V, n, self.v_bound)
+        S, r = floor_divmod(self.S, d, FLOAT_EXACT)
+        Vl, s = floor_divmod(torch.add(r, w, alpha=d), n, n * d)
         self.S = torch.add(s, S, alpha=n)
         self._count -= 1
         if self._spilled and self._spilled[-1][0] == self._count:
             _, high, self._bound = self._spilled.pop()
-            self.S = (high.to(torch.int64) << 32) | self.S
+            self.S = (high.to(torch.int64) << _KEEP_BITS) | self.S
         return torch.add(Vl, Vh, alpha=d)

@@ -176,29 +176,31 @@ class _Checks:
         self.values = None  # float64 tensor of max |value| (rescaled), grown by doubling
         self.count = 0
 
-    def add(self, what, layer, t, scale=1.0):
-        """Remember ``max |t| * scale`` (no synchronisation here)."""
-        if what not in self.names:
-            self.names.append(what)
-        self.codes.extend((self.names.index(what), layer))
+    def add(self, what, layer, t, scale=1.0, limit=None):
+        """Remember ``max |t| * scale / limit`` (no synchronisation here); >= 1 is an overflow.
+        ``limit`` defaults to the format's range."""
+        limit = self.fmt.max_abs if limit is None else limit
+        if (what, limit) not in self.names:
+            self.names.append((what, limit))
+        self.codes.extend((self.names.index((what, limit)), layer))
         if self.values is None or self.count == self.values.numel():
             grown = torch.empty(max(64, 2 * self.count), dtype=torch.float64, device=t.device)
             if self.values is not None:
                 grown[: self.count] = self.values
             self.values = grown
         m = t.detach().abs().amax() if t.numel() else t.new_zeros(())
-        self.values[self.count] = m.to(torch.float64) * scale
+        self.values[self.count] = m.to(torch.float64) * (scale / limit)
         self.count += 1
 
     def raise_if_bad(self):
         if not self.count:
             return
         m = self.values[: self.count]
-        bad = ~(m < self.fmt.max_abs)  # NaN compares False: caught too
+        bad = ~(m < 1.0)  # NaN compares False: caught too
         if bool(bad.any()):
             i = int(torch.nonzero(bad)[0])
-            what, layer = self.names[self.codes[2 * i]], self.codes[2 * i + 1]
-            raise self.fmt.overflow_error(what, layer, float(m[i]))
+            (what, limit), layer = self.names[self.codes[2 * i]], self.codes[2 * i + 1]
+            raise self.fmt.overflow_error(what, layer, float(m[i]) * limit, limit)
         self.codes = array.array("q")
         self.count = 0
 
@@ -277,13 +279,17 @@ class _ExactMomentum:
         self.fmt = _exact.FixedPoint(x.dtype, bits)
         self.frac = _exact.rational_gamma(gamma, dyadic=x.dtype != torch.float64)
         self.checks = _Checks(self.fmt)
+        # below float64, |V| is also kept under 2**53 quanta, so that the bit store divides V by n
+        # in exact float64 arithmetic (velocity range |v| < 2**(53 - bits): 2.1e6 at 32 bits)
+        self.v_limit = 2.0 ** (53 - self.fmt.bits) if x.dtype != torch.float64 else None
 
     def encode(self, x, v):
         self.checks.add("the input x", 0, x)
-        self.checks.add("the initial velocity v0", 0, v)
+        self.checks.add("the initial velocity v0", 0, v, limit=self.v_limit)
         self.checks.raise_if_bad()
         self.X, self.V = self.fmt.quantize(x), self.fmt.quantize(v)
-        self.store = _exact.BitStore(self.V, self.frac)
+        v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
+        self.store = _exact.BitStore(self.V, self.frac, v_bound)
 
     def x_float(self):
         return self.fmt.dequantize(self.X)
@@ -302,6 +308,8 @@ class _ExactMomentum:
         self.V = self.store.mul(self.V) + self._term(n, fx, True)
         self.X = self.X + self.V
         self.checks.add("the state x", n + 1, self.X, self.fmt.inv_scale)
+        if self.v_limit is not None:
+            self.checks.add("the velocity v", n + 1, self.V, self.fmt.inv_scale, self.v_limit)
 
     def unstep_x(self):
         self.X = self.X - self.V
