@@ -108,8 +108,8 @@ class MomentumResNet(nn.Module):
     extra arguments reach every residual function. Any tensor shape works; the dtype is kept.
 
     In exact mode gamma is applied as the rational ``n/d`` of :meth:`exact_gamma` (float64: equal
-    to gamma for short decimals such as 0.9, within ~1e-18 otherwise; float32: a power-of-two
-    denominator, within 2.3e-10, for speed), the states are rounded to the fixed-point
+    to gamma for short decimals such as 0.9, within ~1e-18 otherwise; float32: ``n / 2**24``,
+    within 3e-8, for speed), the states are rounded to the fixed-point
     quantum ``2**-bits`` after every layer, and gradients equal autograd's up to that rounding.
     A value leaving the fixed-point range, or NaN/inf, raises
     :class:`secondorder.exact.FixedPointOverflowError` (a ``ValueError``).
