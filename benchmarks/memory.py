@@ -176,7 +176,7 @@ def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32
             fs = [nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, d)).to(dtype) for _ in range(depth)]
             x = torch.randn(batch, d, dtype=dtype)
 
-            def grads(net):
+            def grads(net, x=x):
                 net.zero_grad()
                 xi = x.clone().requires_grad_(True)
                 (net(xi) ** 2).mean().backward()

@@ -233,19 +233,23 @@ class RevNet(nn.Module):
         k = size // 2
         return x.narrow(self.dim, 0, k), x.narrow(self.dim, k, size - k)
 
-    def _coupled(self, F, G, n, args, kwargs):
-        def f(z, like):
+    def _coupled(self, n, args, kwargs, shape1, shape2):
+        """``F_n`` and ``G_n`` with the extra arguments bound and their output shapes checked
+        (``F_n`` must return ``x1``'s shape ``shape1``, ``G_n`` ``x2``'s shape ``shape2``)."""
+        F, G = self.F[n], self.G[n]
+
+        def f(z):
             out = F(z, *args, **kwargs)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"F function {n} returned {type(out).__name__}, expected a tensor.")
-            check_shape(n, out.shape, like.shape, "F function")
+            check_shape(n, out.shape, shape1, "F function")
             return out
 
-        def g(z, like):
+        def g(z):
             out = G(z, *args, **kwargs)
             if not isinstance(out, torch.Tensor):
                 raise TypeError(f"G function {n} returned {type(out).__name__}, expected a tensor.")
-            check_shape(n, out.shape, like.shape, "G function")
+            check_shape(n, out.shape, shape2, "G function")
             return out
 
         return f, g
@@ -255,9 +259,8 @@ class RevNet(nn.Module):
             raise ValueError("v0 / return_velocity: a RevNet has no velocity state.")
         x1, x2 = self._split(x)
         if self.backward == "autograd":
-            for n, (F, G) in enumerate(zip(self.F, self.G)):
-                f, g = self._coupled(F, G, n, args, kwargs)
-                x1, x2 = coupling_step(x1, x2, lambda z: f(z, x1), lambda z: g(z, x2))
+            for n in range(len(self.F)):
+                x1, x2 = coupling_step(x1, x2, *self._coupled(n, args, kwargs, x1.shape, x2.shape))
         else:
             x1, x2 = coupling_memory_free(
                 self.F, self.G, x1, x2, args, kwargs, self.backward, self.fixed_point_bits
@@ -268,9 +271,8 @@ class RevNet(nn.Module):
         """All layer states (float arithmetic), shape ``(depth + 1, *x.shape)``."""
         x1, x2 = self._split(x)
         xs = [x]
-        for n, (F, G) in enumerate(zip(self.F, self.G)):
-            f, g = self._coupled(F, G, n, args, kwargs)
-            x1, x2 = coupling_step(x1, x2, lambda z: f(z, x1), lambda z: g(z, x2))
+        for n in range(len(self.F)):
+            x1, x2 = coupling_step(x1, x2, *self._coupled(n, args, kwargs, x1.shape, x2.shape))
             xs.append(torch.cat([x1, x2], dim=self.dim))
         return torch.stack(xs)
 
@@ -280,6 +282,5 @@ class RevNet(nn.Module):
         (times the Lipschitz constants of F and G)."""
         y1, y2 = self._split(y)
         for n in reversed(range(len(self.F))):
-            f, g = self._coupled(self.F[n], self.G[n], n, args, kwargs)
-            y1, y2 = coupling_inverse(y1, y2, lambda z: f(z, y1), lambda z: g(z, y2))
+            y1, y2 = coupling_inverse(y1, y2, *self._coupled(n, args, kwargs, y1.shape, y2.shape))
         return torch.cat([y1, y2], dim=self.dim)
