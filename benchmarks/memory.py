@@ -84,14 +84,6 @@ def _build(method, depth, d, h, gamma, device, dtype):
     raise ValueError(f"method == {method!r}, must be one of {', '.join(METHODS)}.")
 
 
-def _rss_kib(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def child(cfg):
     """Run in a fresh process: one warm-up step, then measure the peak memory of a step
     (``cfg["what"] == "memory"``) or the median time of ``repeats`` steps (``"time"``)."""
@@ -120,19 +112,9 @@ def child(cfg):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         return {"seconds": statistics.median(times)}
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        step()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        base = _rss_kib("VmRSS")
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")  # reset the high-water mark to the current RSS
-        step()
-        peak = (_rss_kib("VmHWM") - base) * 1024
+    from secondorder._io import step_peak_bytes
+
+    peak, _ = step_peak_bytes(step, device)
     return {"peak_bytes": peak}
 
 

@@ -40,7 +40,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(_ROOT))
 
 import secondorder as so  # noqa: E402
-from secondorder._io import seed_everything, write_json  # noqa: E402
+from secondorder._io import seed_everything, step_peak_bytes, write_json  # noqa: E402
 
 LAYERS = ["layer1", "layer2"]
 
@@ -210,14 +210,6 @@ def train(nets, data, epochs, lr, batch_size, seed, device, desc, progress=True)
 # --------------------------------------------------------------------------------------------
 # Peak memory of one training step, in a fresh process
 # --------------------------------------------------------------------------------------------
-def _status_kib(field):
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def _measure_step(kind, width, depth, gamma, batch_size, seed, device):
     """Runs in the child process: one warm-up step, then the peak of one training step."""
     net = build(kind, width, depth, gamma, seed).to(device)
@@ -235,27 +227,10 @@ def _measure_step(kind, width, depth, gamma, batch_size, seed, device):
     net.train()
     step()  # warm-up: optimizer state, kernel caches, allocator pools
     out = {"kind": kind, "device": device.type}
+    peak, out["method"] = step_peak_bytes(step, device)
+    out["step_peak_mib"] = peak / 2**20
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        base = torch.cuda.memory_allocated(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize(device)
-        out["step_peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / 2**20
-        out["method"] = "torch.cuda.max_memory_allocated - memory_allocated before the step"
         return out
-    try:  # Linux: reset the peak RSS to the current RSS, so the peak below is this step's
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        base = _status_kib("VmRSS")
-        step()
-        out["step_peak_mib"] = (_status_kib("VmHWM") - base) / 1024
-        out["method"] = "peak RSS (VmHWM, reset after a warm-up step) - RSS before the step"
-    except OSError:  # no clear_refs: the lifetime peak, less the RSS before the measured step
-        base = _status_kib("VmRSS")
-        step()
-        out["step_peak_mib"] = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
-        out["method"] = "ru_maxrss - RSS before the step (includes the warm-up step's peak)"
     out["process_peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return out
 

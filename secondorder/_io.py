@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["atomic_path", "write_json", "seed_everything"]
+__all__ = ["atomic_path", "write_json", "seed_everything", "step_peak_bytes"]
 
 
 @contextlib.contextmanager
@@ -63,3 +63,43 @@ def seed_everything(seed: int) -> np.random.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return np.random.default_rng(seed)
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def step_peak_bytes(step, device="cpu"):
+    """Peak memory of one call ``step()`` above the memory in use before it; returns
+    ``(bytes, method)``.
+
+    CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU (Linux): the resident set's
+    high-water mark ``VmHWM``, reset to the current RSS through ``/proc/self/clear_refs``; honest
+    only when freed tensors leave the process (run it with ``MALLOC_MMAP_THRESHOLD_=65536``,
+    THEORY.md section 7). Without ``clear_refs``, the lifetime peak ``ru_maxrss`` is used (it may
+    include earlier peaks).
+    """
+    import resource
+
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base, "torch.cuda.max_memory_allocated - memory_allocated before the step"
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # reset the high-water mark to the current RSS
+        base = _status_kib("VmRSS")
+        step()
+        return (_status_kib("VmHWM") - base) * 1024, "peak RSS (VmHWM, reset before the step) - RSS before the step"
+    except OSError:
+        base = _status_kib("VmRSS")
+        step()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return (peak - base) * 1024, "ru_maxrss - RSS before the step (may include earlier peaks)"

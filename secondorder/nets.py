@@ -38,11 +38,12 @@ def _module_list(functions, name="functions") -> nn.ModuleList:
     return nn.ModuleList(functions)
 
 
-def _call(f, n, x, args, kwargs, what="residual function"):
+def _call(f, n, x, args, kwargs, what="residual function", shape=None):
+    """``f(x, *args, **kwargs)``, checked to be a tensor of ``shape`` (default: ``x``'s)."""
     out = f(x, *args, **kwargs)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"{what} {n} returned {type(out).__name__}, expected a tensor.")
-    check_shape(n, out.shape, x.shape, what)
+    check_shape(n, out.shape, x.shape if shape is None else shape, what)
     return out
 
 
@@ -237,22 +238,10 @@ class RevNet(nn.Module):
         """``F_n`` and ``G_n`` with the extra arguments bound and their output shapes checked
         (``F_n`` must return ``x1``'s shape ``shape1``, ``G_n`` ``x2``'s shape ``shape2``)."""
         F, G = self.F[n], self.G[n]
-
-        def f(z):
-            out = F(z, *args, **kwargs)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"F function {n} returned {type(out).__name__}, expected a tensor.")
-            check_shape(n, out.shape, shape1, "F function")
-            return out
-
-        def g(z):
-            out = G(z, *args, **kwargs)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(f"G function {n} returned {type(out).__name__}, expected a tensor.")
-            check_shape(n, out.shape, shape2, "G function")
-            return out
-
-        return f, g
+        return (
+            lambda z: _call(F, n, z, args, kwargs, "F function", shape1),
+            lambda z: _call(G, n, z, args, kwargs, "G function", shape2),
+        )
 
     def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
         if v0 is not None or return_velocity:

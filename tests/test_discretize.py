@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from problems import Lin
 from torch import nn
 
 import secondorder as so
@@ -14,13 +15,6 @@ from secondorder.discretize import StepFunction, min_depth
 D = torch.float64
 
 
-class Lin(nn.Module):
-    def __init__(self, A):
-        super().__init__()
-        self.A = nn.Parameter(A.clone())
-
-    def forward(self, x):
-        return x @ self.A.T
 
 
 def _A(d=3, seed=0):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
+from problems import Lin
 from torch import nn
 
 from secondorder.ode import NeuralODE, SecondOrderODE
@@ -18,15 +19,6 @@ def _matrix(d=3, seed=0):
     return -0.5 * torch.eye(d, dtype=D) + 0.6 * torch.randn(d, d, generator=g, dtype=D) / math.sqrt(d)
 
 
-class Lin(nn.Module):
-    """F(x) = x @ A^T (a module taking x only)."""
-
-    def __init__(self, A):
-        super().__init__()
-        self.A = nn.Parameter(A.clone())
-
-    def forward(self, x):
-        return x @ self.A.T
 
 
 def _closed_form(A, eps, x0, v0, t):
