@@ -83,6 +83,14 @@ class ResNet(nn.Module):
             xs.append(x)
         return torch.stack(xs)
 
+    def inverse(self, *args, **kwargs):
+        """Not available: a ResNet layer ``y = x + f(x)`` has no closed-form inverse (it need not be
+        invertible at all). Use :class:`MomentumResNet` (``gamma > 0``) or :class:`RevNet`."""
+        raise NotImplementedError(
+            "a ResNet layer y = x + f(x) has no closed-form inverse; MomentumResNet (gamma > 0) and "
+            "RevNet are invertible."
+        )
+
 
 class MomentumResNet(nn.Module):
     """Momentum ResNet (Sander, Ablin, Blondel, Peyré, ICML 2021)::

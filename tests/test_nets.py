@@ -391,6 +391,8 @@ def test_other_argument_errors():
         so.MomentumResNet(fs, 0.9)(x, v0=torch.zeros(2, 5, dtype=torch.float64))
     with pytest.raises(ValueError, match="ResNet has no velocity"):
         so.ResNet(fs)(x, v0=torch.zeros_like(x))
+    with pytest.raises(NotImplementedError, match="no closed-form inverse"):
+        so.ResNet(fs).inverse(x)
     with pytest.raises(ValueError, match="RevNet has no velocity"):
         so.RevNet(*coupling_functions(1, 3, 3))(x, return_velocity=True)
     with pytest.raises(ValueError, match="same length"):
