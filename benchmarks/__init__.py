@@ -3,6 +3,7 @@
 # name -> module (relative to this package)
 BENCHMARKS = {
     "memory": "memory",
+    "speed": "speed",
     "adjoint": "adjoint",
     "solvers": "solvers",
 }
