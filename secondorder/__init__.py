@@ -4,6 +4,7 @@ A model is a set of residual functions plus an integrator: the same modules run 
 Momentum ResNet, a RevNet, a Neural ODE or a second-order ODE.
 """
 
+from . import compat as compat
 from . import linear as linear
 from ._version import __version__ as __version__
 from .convert import to_momentum as to_momentum
