@@ -454,18 +454,43 @@ def _clusters(w, tol):
     return [(complex(np.mean(w[g])), g) for g in groups]
 
 
-def _jordan_blocks(D, mu, mult, scale):
-    """Sizes of the Jordan blocks of the real eigenvalue ``mu`` (algebraic multiplicity
-    ``mult``) from the ranks of ``(D - mu I)^k`` (singular values below ``1e-7 scale^k``)."""
+def _cluster_schur(D, mu, mult):
+    """Orthogonal ``Z`` and ``T = Z^T D Z = [[T11, T12], [0, T22]]`` (real Schur form, reordered)
+    with ``T11`` (``mult x mult``) carrying the ``mult`` eigenvalues of ``D`` closest to ``mu``:
+    ``Z[:, :mult]`` spans their invariant subspace. The selection is the disc of radius midway
+    between the ``mult``-th and the next distance to ``mu``. ``None`` when that disc does not
+    select exactly ``mult`` eigenvalues (a tie, or reordering moved an eigenvalue across it)."""
     d = D.shape[0]
-    A = D - mu * np.eye(d)
-    ranks = [d]
-    P = np.eye(d)
+    if mult == d:
+        return np.eye(d), D.copy()
+    dist = np.sort(np.abs(np.linalg.eigvals(D) - mu))
+    r = 0.5 * (dist[mult - 1] + dist[mult])
+    if not dist[mult - 1] < r < dist[mult]:
+        return None
+    T, Z, sdim = scipy.linalg.schur(D, output="real", sort=lambda x, y: abs(complex(x, y) - mu) < r)
+    return (Z, T) if sdim == mult else None
+
+
+def _jordan_blocks(D, mu, mult, scale, rtol=1e-7):
+    """Sizes ``{size: count}`` of the Jordan blocks of the real eigenvalue cluster at ``mu``
+    (``mult`` eigenvalues of ``D``), read on the cluster's own invariant subspace only: with
+    ``T11`` from :func:`_cluster_schur` and ``A = T11 - mu I`` (``mult x mult``), the rank of
+    ``A^k`` counts singular values above ``rtol scale^k mult``; the number of blocks of size
+    ``>= k`` is ``rank A^(k-1) - rank A^k``. Other eigenvalues, however close, are not in
+    ``T11`` and cannot enter the null spaces. ``{}`` when the cluster cannot be separated; the
+    ladder can still be inconsistent (a count <= 0 or sizes not summing to ``mult``: see
+    :func:`_blocks_ok`) when the cluster's own eigenvalues are spread by more than rounding."""
+    sch = _cluster_schur(D, mu, mult)
+    if sch is None:
+        return {}
+    A = sch[1][:mult, :mult] - mu * np.eye(mult)
+    ranks = [mult]
+    P = np.eye(mult)
     for k in range(1, mult + 1):
         P = P @ A
         sv = np.linalg.svd(P, compute_uv=False)
-        ranks.append(int(np.sum(sv > 1e-7 * scale**k * d)))
-        if ranks[-1] == d - mult:
+        ranks.append(int(np.sum(sv > rtol * scale**k * mult)))
+        if ranks[-1] == 0:
             break
     at_least = [ranks[k - 1] - ranks[k] for k in range(1, len(ranks))] + [0]
     sizes = {}
@@ -488,34 +513,52 @@ def _merge_defective(D, w, clusters, tol, scale):
 
     A Jordan block of size ``k`` in a general basis has computed eigenvalues spread by
     ``~(1e-16 cond)^(1/k) |D|`` (``~1e-5`` for ``k = 3``), beyond the cluster tolerance; its
-    pieces are non-real or have an inconsistent rank ladder (more null directions of
-    ``D - mu I`` than eigenvalues). Within a coarse single-linkage group (``1e-2 |D|``) with a
-    real mean ``c`` in which some piece is non-real (``|Im| > 1e-10 |D|``) or inconsistent, the
-    pieces are merged when the rank ladder of ``D - c I`` is a consistent Jordan structure of
-    the whole group (distinct eigenvalues well apart leave ``D - c I`` nonsingular or give an
-    inconsistent ladder, and are not merged). Groups of real, consistent pieces are left
-    alone. Eigenvalues within ``~(1e-7)^(1/k)`` of a block of size ``k`` are ambiguous at this
-    rank threshold and may be merged into it (the residual check of :func:`represent` then
-    decides)."""
+    pieces are non-real or have an inconsistent rank ladder. The pieces are regrouped by single
+    linkage at radii ``r`` growing geometrically (factor 2) from ``2e-6 |D|`` to ``1e-2 |D|``;
+    a group of several pieces, one of them non-real (``|Im| > 1e-10 |D|``) or inconsistent
+    and not yet merged, with a real mean ``c``, is merged when the rank ladder of
+    ``T11 - c I`` on the group's own invariant subspace (:func:`_jordan_blocks`) at a
+    rounding-level threshold (``1e-14``; the zero singular values of a true Jordan pair measure
+    ``~1e-16 |D|^k`` in bases of condition number up to 20) is a consistent Jordan structure of
+    the whole group.
+    Distinct eigenvalues ``delta`` apart leave singular values ``~delta^2`` or ``~delta`` in
+    ``T11 - c I``, so a group that takes in a neighbour is refused and the smaller group formed
+    at a smaller radius stands. Groups of real, consistent pieces are left alone. Only
+    approximate: a neighbour whose distance is comparable to the rounding spread of the block
+    (``delta`` of ``~1e-5`` next to a pair of size-3 blocks) cannot be told from it: the pieces
+    stay unmerged, and :func:`_analyse` raises RuntimeError when that leaves a negative
+    eigenvalue with an impossible ladder or an odd block count next to non-real pieces; a wrong
+    merge that passes every check is not excluded in principle."""
     if len(clusters) < 2:
         return clusters
-    out = []
-    for c, idx in _clusters(w, 1e-2 * scale):
-        fine = [(mu, g) for mu, g in clusters if set(g) <= set(idx)]
-        if (
-            1 < len(fine)
-            and len(idx) <= 32  # bounds the cost: one SVD per power in the rank ladder
-            and abs(c.imag) <= tol
-            and any(
-                np.abs(w[g].imag).max() > 1e-10 * scale
-                or not _blocks_ok(_jordan_blocks(D, mu.real, len(g), scale), len(g))
-                for mu, g in fine
+    bad = {}
+
+    def is_bad(mu, g):
+        key = tuple(g)
+        if key not in bad:
+            bad[key] = bool(np.abs(w[g].imag).max() > 1e-10 * scale) or not _blocks_ok(
+                _jordan_blocks(D, mu.real, len(g), scale), len(g)
             )
-            and _blocks_ok(_jordan_blocks(D, c.real, len(idx), scale), len(idx))
-        ):
-            out.append((complex(c.real, 0.0), list(idx)))
-        else:
-            out.extend(fine)
+        return bad[key]
+
+    out = list(clusters)
+    for j in range(14):  # r = 2 tol 2^j, the last capped at 1e-2 |D|
+        r = min(2 * tol * 2**j, 1e-2 * scale)
+        new = []
+        for c, idx in _clusters(w, r):
+            fine = [(mu, g) for mu, g in out if set(g) <= set(idx)]
+            if (
+                1 < len(fine)
+                and len(idx) <= 32  # bounds the cost: one SVD per power in the rank ladder
+                and abs(c.imag) <= tol
+                and any(is_bad(mu, g) for mu, g in fine)
+                and _blocks_ok(_jordan_blocks(D, c.real, len(idx), scale, rtol=1e-14), len(idx))
+            ):
+                new.append((complex(c.real, 0.0), list(idx)))
+                bad[tuple(idx)] = False
+            else:
+                new.extend(fine)
+        out = new
     return out
 
 
@@ -547,6 +590,15 @@ def _analyse(D, eps, merge=True):
             else:
                 kind = "branch" if r > m else "negative"
         blocks = _jordan_blocks(D, mu.real, len(idx), scale) if real else None
+        if merge and kind == "negative" and not _blocks_ok(blocks, len(idx)):
+            # the parity test below needs the Jordan structure; an impossible ladder (a count
+            # <= 0, sizes not summing to the multiplicity) decides nothing
+            raise RuntimeError(
+                f"could not determine the Jordan structure of eigenvalue {mu.real:.6g} of D "
+                f"({len(idx)} eigenvalues, rank ladder {_fmt_blocks(blocks)}): its eigenvalues "
+                f"are spread beyond rounding, or another eigenvalue lies within the rounding "
+                f"spread of a Jordan block; the answer is ill-posed at float64 precision."
+            )
         entry = {"mu": mu, "idx": idx, "kind": kind, "blocks": blocks}
         info.append(entry)
         r = mu.real
@@ -557,6 +609,19 @@ def _analyse(D, eps, merge=True):
             )
         elif kind == "negative":
             odd = {k: n for k, n in blocks.items() if n % 2}
+            near = [  # non-real clusters (a split block's pieces have non-real means)
+                j for c, g in clusters if abs(c.imag) > tol and abs(c - r) <= 1e-3 * scale
+                for j in g
+            ]
+            if odd and merge and near:
+                # non-real eigenvalues this close may be the rounding-split pieces of a Jordan
+                # block of r that could not be merged (a neighbour within their spread)
+                raise RuntimeError(
+                    f"eigenvalue {r:.6g} of D has Jordan blocks {_fmt_blocks(blocks)} but "
+                    f"{len(near)} non-real eigenvalues of D lie within 1e-3 |D| of it, possibly "
+                    f"the rounding-split pieces of a larger Jordan block: the parity test is "
+                    f"ill-posed at float64 precision."
+                )
             if odd:
                 bound = (
                     "expm(theta) has no simple negative eigenvalue: real theta gives negative "
@@ -599,13 +664,24 @@ def is_representable(D, eps, t1=1.0):
       ``psi'(lam) != 0``, which :func:`represent` finds in practice (then ``psi`` is locally
       invertible at ``lam`` and the Jordan block lifts to one of ``theta``).
 
-    Numerically: eigenvalues within ``1e-6 max(1, |D|_max)`` are one cluster and Jordan
-    structure comes from ranks with a relative threshold ``1e-7``; the pieces of a real
-    defective eigenvalue that rounding spreads further (``~(1e-16)^(1/k)`` for a block of size
-    ``k``) are merged back when the rank ladder at their mean is consistent
-    (:func:`_merge_defective`). The answer is decided when no eigenvalue is that close to a
-    bound (``0`` or ``m_eps``) and the structure is well separated. ``t1`` enters only through ``eps/t1`` (``Psi(theta, eps, t1) =
-    Psi(t1 theta, eps/t1)``).
+    Numerically: eigenvalues within ``1e-6 max(1, |D|_max)`` are one cluster and its Jordan
+    structure comes from ranks of powers of ``T11 - mu I`` with a relative threshold ``1e-7``,
+    ``T11`` the restriction of ``D`` to the cluster's own invariant subspace (reordered real
+    Schur form, :func:`_jordan_blocks`), so other eigenvalues, however close, do not enter the
+    ranks; the pieces of a real defective eigenvalue that rounding spreads further
+    (``~(1e-16 cond)^(1/k)`` for a block of size ``k``) are merged back when the rank ladder
+    at their mean is consistent at a rounding-level threshold (:func:`_merge_defective`).
+    The answer is decided when no eigenvalue is within the tolerance of a bound (``0`` or
+    ``m_eps``) and the clusters are separated by more than the rounding spread of their
+    blocks. Where the structure of a negative eigenvalue is ill-posed (an impossible rank
+    ladder, or an odd block count with non-real eigenvalues within ``1e-3 |D|`` that may be the
+    unmerged pieces of a larger block, e.g. a distinct eigenvalue ``~1e-5`` from a pair of 3x3
+    blocks) it raises RuntimeError instead of answering; a genuine non-real pair that close to
+    a simple negative eigenvalue also raises. ``t1`` enters only through ``eps/t1``
+    (``Psi(theta, eps, t1) = Psi(t1 theta, eps/t1)``).
+
+    Raises:
+        RuntimeError: the Jordan structure of a negative eigenvalue is ill-posed (above).
     """
     eps = check_eps(eps)
     t1 = _t1(t1)
@@ -828,9 +904,11 @@ def _construct_paired(D, eps, e):
     blocks of size >= 2 (entry ``e`` of :func:`_analyse`; the criterion has passed, so each
     block size occurs an even number of times, except size 1 at ``mu = m_eps``).
 
-    1. Split ``D S = S diag(A, B)``: ``S = [V, W]``, ``V`` an orthonormal basis of the
-       generalized eigenspace ``ker (D - mu)^k`` (``k`` the largest block), ``W`` of the
-       complementary invariant subspace ``range (D - mu)^k``.
+    1. Split ``D S = S diag(A, B)``: real Schur form ``Z^T D Z = [[T11, T12], [0, T22]]``
+       reordered so that ``T11`` carries the ``n`` eigenvalues of the cluster
+       (:func:`_cluster_schur`), ``X`` solving ``T11 X - X T22 = -T12`` and
+       ``S = Z [[I, X], [0, I]]``, so ``A = T11``, ``B = T22``; a neighbouring eigenvalue only
+       affects ``X`` through the separation of ``T11`` and ``T22``.
     2. Jordan chains of ``N = A - mu I`` (:func:`_jordan_chains`), scaled by ``h = |N|_2``:
        in the basis ``E`` (chain ``v``: columns ``N^{k-1} v / h^{k-1}, ..., v``),
        ``E^-1 A E = mu I + h (shift)``.
@@ -839,14 +917,20 @@ def _construct_paired(D, eps, e):
        ``mu = m_eps`` gets the real trough ``lam*``.
     4. ``B`` recursively by :func:`_construct`;
        ``theta = S diag(E T E^-1, theta_B) S^-1``.
-    Returns ``None`` when a basis is ill-conditioned (cond > 1e8) or the splitting is not
-    invariant to ``1e-8 |D|``."""
+    Returns ``None`` when the cluster cannot be reordered apart, a basis is ill-conditioned
+    (cond > 1e8) or the splitting is not invariant to ``1e-8 |D|``."""
     d, n, mu = D.shape[0], len(e["idx"]), e["mu"].real
     blocks = e["blocks"]
     scale = _scale(D)
-    M = np.linalg.matrix_power(D - mu * np.eye(d), max(blocks))
-    U, _, Vh = np.linalg.svd(M)
-    S = np.hstack([Vh[d - n :].T, U[:, : d - n]])
+    sch = _cluster_schur(D, mu, n)
+    if sch is None:
+        return None
+    Z, T = sch
+    # block-diagonalize: T11 X - X T22 = -T12 (Bartels-Stewart, small residual even where the
+    # separation of T11 and T22 is small), S = Z [[I, X], [0, I]]
+    X = scipy.linalg.solve_sylvester(T[:n, :n], -T[n:, n:], -T[:n, n:])
+    S = Z.copy()
+    S[:, n:] = Z[:, n:] + Z[:, :n] @ X
     if np.linalg.cond(S) > 1e8:
         return None
     T = np.linalg.solve(S, D @ S)
@@ -901,6 +985,7 @@ def _construct(D, eps, info):
         e
         for e in info
         if e["kind"] in ("negative", "boundary")
+        and e["blocks"]
         and max(e["blocks"]) > 1
         # a consistent Jordan structure (the rank decisions can fail for a cluster that is only
         # within the tolerance of m_eps, e.g. -I_2 at eps = 1e6, m_eps = -1 + 5e-7)
@@ -975,16 +1060,21 @@ def represent(D, eps, t1=1.0, scale=None):
     or RuntimeError.
 
     Nearly defective input: eigenvalues within the cluster tolerance count as one eigenvalue and
-    the Jordan structure comes from rank decisions at ``1e-7`` (:func:`is_representable`). A
+    the Jordan structure comes from rank decisions at ``1e-7`` on the cluster's own invariant
+    subspace (:func:`is_representable`); the generalized eigenspace is split off by a reordered
+    Schur form and a Sylvester solve, so a distinct eigenvalue ``1e-4 |D|`` or more away (tested
+    down to ``delta = 1e-4`` next to a pair of 2x2 blocks; ``1e-5`` works in the cases tried) no
+    longer disturbs the split. A
     pair ``mu I + N`` with eigenvalues spread by ``delta`` inside a cluster is represented as
     the exact Jordan pair at the mean: ``Psi(theta) = D + O(delta^2)``. A nilpotent part near the
     rank threshold (``~1e-7 |D|``) is ill-posed: the semisimple route plus Newton either meets
     the residual check or raises RuntimeError. Jordan blocks of size ``k >= 3`` in a general
     basis have computed eigenvalues spread by ``~(1e-16 cond)^(1/k)``, beyond the cluster
-    tolerance; the pieces are merged back by the rank ladder at their mean. A distinct
-    eigenvalue within ``~(1e-7)^(1/k)`` of such a block is ambiguous at that threshold and may be
-    merged into it; the residual check then raises RuntimeError rather than return a wrong
-    ``theta``.
+    tolerance; the pieces are merged back by the rank ladder at their mean
+    (:func:`_merge_defective`). A distinct eigenvalue within that rounding spread of such a
+    block (e.g. ``~1e-5`` from a pair of 3x3 blocks) cannot be told from it: then the analysis
+    raises RuntimeError (ill-posed) or the residual check does, rather than return a wrong
+    ``theta``; a merge that is wrong yet passes both checks is not excluded in principle.
 
     ``scale="auto"``: ``c = 1`` if ``D`` is representable; otherwise (``eps > 0``) the largest
     convenient ``c = 0.99 m_eps / mu_min`` that lifts the most negative real eigenvalue
@@ -1002,7 +1092,8 @@ def represent(D, eps, t1=1.0, scale=None):
         NotRepresentableError: naming the eigenvalue and the bound it breaks.
         NotImplementedError: no diagonalizable starting point near a non-diagonalizable ``D``
             off the paired route (not seen in the tests; kept as a guard).
-        RuntimeError: the residual check fails (ill-conditioned ``D`` or basis).
+        RuntimeError: the residual check fails (ill-conditioned ``D`` or basis), or the Jordan
+            structure of a negative eigenvalue is ill-posed (see :func:`is_representable`).
     """
     eps = check_eps(eps)
     t1 = _t1(t1)
