@@ -7,7 +7,7 @@ import numbers
 
 import torch
 
-__all__ = ["check_choice", "check_gamma", "check_eps", "check_shape", "check_finite"]
+__all__ = ["check_choice", "check_gamma", "check_eps", "check_shape", "check_output", "check_finite"]
 
 
 def _value(x):
@@ -56,6 +56,13 @@ def check_shape(index: int, got: torch.Size, expected: torch.Size, what: str = "
             f"{what} {index} returned shape {tuple(got)} for an input of shape {tuple(expected)}; "
             f"a residual function must keep the shape of its input."
         )
+
+
+def check_output(index: int, out, expected: torch.Size, what: str = "residual function") -> None:
+    """A residual function must return a tensor of the expected shape."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{what} {index} returned {type(out).__name__}, expected a tensor.")
+    check_shape(index, out.shape, expected, what)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from . import exact as _exact
-from ._checks import check_choice, check_gamma, check_shape
+from ._checks import check_choice, check_gamma, check_output
 from .reversible import coupling_memory_free, momentum_memory_free
 from .steps import coupling_inverse, coupling_step, momentum_inverse, momentum_step, resnet_step
 
@@ -41,9 +41,7 @@ def _module_list(functions, name="functions") -> nn.ModuleList:
 def _call(f, n, x, args, kwargs, what="residual function", shape=None):
     """``f(x, *args, **kwargs)``, checked to be a tensor of ``shape`` (default: ``x``'s)."""
     out = f(x, *args, **kwargs)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{what} {n} returned {type(out).__name__}, expected a tensor.")
-    check_shape(n, out.shape, x.shape if shape is None else shape, what)
+    check_output(n, out, x.shape if shape is None else shape, what)
     return out
 
 

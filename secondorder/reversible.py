@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from . import exact as _exact
-from ._checks import check_shape
+from ._checks import check_output
 from .steps import momentum_step
 
 __all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip"]
@@ -85,7 +85,8 @@ class _Layers:
         """``f_n(x, *args, **kwargs)`` in the forward pass; remembers the RNG state if ``f_n`` drew from it."""
         before = self._rng_state()
         out = self.functions[n](x, *self.args, **self.kwargs)
-        _check_output(self.labels(n), out, x if like is None else like)
+        what, index = self.labels(n)
+        check_output(index, out, (x if like is None else like).shape, what)
         after = self._rng_state()
         if not torch.equal(before[0], after[0]) or (self.cuda and not torch.equal(before[1], after[1])):
             self.rng[n] = before
@@ -145,13 +146,6 @@ class _Layers:
         return gx
 
 
-def _check_output(label, out, like):
-    what, n = label
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{what} {n} returned {type(out).__name__}, expected a tensor.")
-    check_shape(n, out.shape, like.shape, what)
-
-
 def _snapshot(arith):
     """A copy of an arithmetic's final state sharing its tensors (they are never mutated in place)."""
     c = copy.copy(arith)
@@ -209,7 +203,7 @@ def _ladder(dtype, bits):
     """Fractional-bit formats to try: the user's one, or the dtype's ladder (finest first)."""
     if bits is not None:
         return [bits]
-    return list(_exact.BITS_LADDER.get(dtype, (32, 26, 20, 14)))
+    return list(_exact.BITS_LADDER.get(dtype, _exact.BITS_LADDER[torch.float32]))
 
 
 def _run_ladder(layers, make, ladder, run):
@@ -321,19 +315,20 @@ class _ExactMomentum:
         self.checks.raise_if_bad()
 
 
+def _momentum_pass(layers, arith, x, v):
+    """The forward pass of a Momentum ResNet in ``arith`` (float or exact), no graph."""
+    arith.encode(x, v)
+    for n in range(len(layers.functions)):
+        arith.step(n, layers.call_forward(n, arith.x_float()))
+    arith.finish_forward()
+
+
 class _MomentumFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, spec, x, v, gamma_t, *inputs):
         layers = spec["layers"]
-
-        def run(arith):
-            arith.encode(x, v)
-            for n in range(len(layers.functions)):
-                fx = layers.call_forward(n, arith.x_float())
-                arith.step(n, fx)
-            arith.finish_forward()
-
         with torch.no_grad():
+            run = lambda arith: _momentum_pass(layers, arith, x, v)  # noqa: E731
             arith = spec["arith"] = _run_ladder(layers, spec["make"], spec["ladder"], run)
             x_out, v_out = arith.x_float(), arith.v_float()
         ctx.spec = spec
@@ -427,22 +422,30 @@ class _ExactCoupling:
         self.checks.raise_if_bad()
 
 
+def _coupling_pass(layers, arith, x1, x2):
+    """The forward pass of a RevNet in ``arith``: half step ``k`` adds ``h_k(state[1 - k % 2])``
+    to ``state[k % 2]``."""
+    arith.encode(x1, x2)
+    for k in range(len(layers.functions)):
+        t = k % 2
+        arith.add(t, k // 2, layers.call_forward(k, arith.get(1 - t), like=arith.s[t]))
+    arith.finish_forward()
+
+
+def _coupling_layers(F_functions, G_functions, args, kwargs, device):
+    """The RevNet's functions interleaved as half steps F_0, G_0, F_1, G_1, ..."""
+    interleaved = [h for pair in zip(F_functions, G_functions) for h in pair]
+    return _Layers(interleaved, args, kwargs, device, _coupling_label)
+
+
 class _CouplingFunction(torch.autograd.Function):
     """Half step k (k = 0 .. 2N-1): target ``t = k % 2`` gets ``h_k(state[1 - t])`` added."""
 
     @staticmethod
     def forward(ctx, spec, x1, x2, *inputs):
         layers = spec["layers"]
-
-        def run(arith):
-            arith.encode(x1, x2)
-            for k in range(len(layers.functions)):
-                t = k % 2
-                h = layers.call_forward(k, arith.get(1 - t), like=arith.s[t])
-                arith.add(t, k // 2, h)
-            arith.finish_forward()
-
         with torch.no_grad():
+            run = lambda arith: _coupling_pass(layers, arith, x1, x2)  # noqa: E731
             arith = spec["arith"] = _run_ladder(layers, spec["make"], spec["ladder"], run)
             y1, y2 = arith.get(0), arith.get(1)
         if y1 is x1:
@@ -473,8 +476,7 @@ def _coupling_label(k):
 
 def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, bits=None):
     """Run a RevNet storing no activations (``mode`` is ``"exact"`` or ``"float"``); return ``(y1, y2)``."""
-    interleaved = [h for pair in zip(F_functions, G_functions) for h in pair]
-    layers = _Layers(interleaved, args, kwargs, x1.device, _coupling_label)
+    layers = _coupling_layers(F_functions, G_functions, args, kwargs, x1.device)
     if mode == "exact":
         spec = {"layers": layers, "make": lambda b: _ExactCoupling(x1, b), "ladder": _ladder(x1.dtype, bits)}
     else:
@@ -504,17 +506,9 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         gamma = check_gamma(net.gamma, invertible=True)
         v = net._start(x, v0)
         layers = _Layers(net.functions, args, kwargs, x.device)
-        start = {}
-
-        def run(arith):
-            arith.encode(x, v)
-            start["X"], start["V"] = arith.X.clone(), arith.V.clone()
-            for n in range(len(layers.functions)):
-                arith.step(n, layers.call_forward(n, arith.x_float()))
-            arith.finish_forward()
-
+        run = lambda arith: _momentum_pass(layers, arith, x, v)  # noqa: E731
         arith = _run_ladder(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits), run)
-        X0, V0 = start["X"], start["V"]
+        X0, V0 = arith.fmt.quantize(x), arith.fmt.quantize(v)  # what encode started from
         out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
                "spills": arith.store.spills, "bits": arith.fmt.bits}
         layers.begin_backward()
@@ -527,23 +521,14 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         return out
     if isinstance(net, RevNet):
         x1, x2 = net._split(x)
-        interleaved = [h for pair in zip(net.F, net.G) for h in pair]
-        layers = _Layers(interleaved, args, kwargs, x.device, _coupling_label)
-        start = {}
-
-        def run(arith):
-            arith.encode(x1, x2)
-            start["S"] = [s.clone() for s in arith.s]
-            for k in range(len(interleaved)):
-                arith.add(k % 2, k // 2, layers.call_forward(k, arith.get(1 - k % 2), like=arith.s[k % 2]))
-            arith.finish_forward()
-
+        layers = _coupling_layers(net.F, net.G, args, kwargs, x.device)
+        run = lambda arith: _coupling_pass(layers, arith, x1, x2)  # noqa: E731
         arith = _run_ladder(layers, lambda b: _ExactCoupling(x, b), _ladder(x.dtype, bits), run)
-        S0 = start["S"]
+        S0 = [arith.fmt.quantize(x1), arith.fmt.quantize(x2)]  # what encode started from
         out = {"x_N": torch.cat([arith.get(0), arith.get(1)], net.dim), "store_bytes": 0, "spills": [],
                "bits": arith.fmt.bits}
         layers.begin_backward()
-        for k in reversed(range(len(interleaved))):
+        for k in reversed(range(len(layers.functions))):
             arith.sub(k % 2, k // 2, layers.call_backward(k, arith.get(1 - k % 2)))
             layers.restore()
         out.update(x0=torch.cat([arith.get(0), arith.get(1)], net.dim),
