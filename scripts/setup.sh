@@ -16,7 +16,7 @@ fi
 extras="test,data"
 # torchvision is optional: only named when it already imports beside this torch, so pip can
 # never swap torch for another build to satisfy it.
-python -c "import torchvision" >/dev/null 2>&1 && extras="$extras,vision"
+python -c "import torchvision" >/dev/null 2>&1 && extras="$extras,vision,official-examples"
 python -m pip install -q -e ".[$extras]"
 # the official momentumnet 0.10 (optional: compat tests and the memory benchmark compare with it);
 # --no-deps: its hard torchvision / vit-pytorch requirements are not needed for that

@@ -22,4 +22,5 @@ from .nets import ResNet as ResNet
 from .nets import RevNet as RevNet
 from .ode import NeuralODE as NeuralODE
 from .ode import SecondOrderODE as SecondOrderODE
+from .reversible import ReconstructionError as ReconstructionError
 from .reversible import exact_roundtrip as exact_roundtrip

@@ -49,20 +49,27 @@ def check_eps(eps, name: str = "eps") -> float:
     return float(e)
 
 
-def check_shape(index: int, got: torch.Size, expected: torch.Size, what: str = "residual function") -> None:
-    """A residual function must keep the shape of its input."""
+def check_shape(index: int, got: torch.Size, expected: torch.Size, what: str = "residual function", hint: str = "") -> None:
+    """A residual function must keep the shape of its input (``hint`` is appended to the error)."""
     if got != expected:
         raise ValueError(
             f"{what} {index} returned shape {tuple(got)} for an input of shape {tuple(expected)}; "
-            f"a residual function must keep the shape of its input."
+            f"a residual function must keep the shape of its input.{hint}"
         )
 
 
-def check_output(index: int, out, expected: torch.Size, what: str = "residual function") -> None:
-    """A residual function must return a tensor of the expected shape."""
+def check_output(index: int, out, expected: torch.Size, what: str = "residual function", hint: str = "", rule=None) -> None:
+    """A residual function must return a tensor of the expected shape.
+
+    ``rule``, if given, replaces the default message's shape rule: a callable
+    ``rule(index, got_shape) -> str`` for functions whose output shape differs from their input's
+    (a RevNet's coupling functions).
+    """
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"{what} {index} returned {type(out).__name__}, expected a tensor.")
-    check_shape(index, out.shape, expected, what)
+        raise TypeError(f"{what} {index} returned {type(out).__name__}, expected a tensor.{hint}")
+    if rule is not None and out.shape != expected:
+        raise ValueError(rule(index, out.shape) + hint)
+    check_shape(index, out.shape, expected, what, hint)
 
 
 def check_finite(t: torch.Tensor, what: str) -> None:

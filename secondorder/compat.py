@@ -10,6 +10,17 @@ so weights saved with the official package load. Differences, all deliberate:
   overflow raises. (The official path keeps ``x`` in float and is no more exact than naive float32.)
 - keyword arguments of ``forward`` reach every function (the official package drops them).
 - bad arguments raise ``ValueError`` naming the argument, not a bare ``Exception``.
+- ``gamma = 0`` with ``use_backprop=False`` stores activations (a step with ``gamma = 0`` cannot be
+  inverted) and warns once that no memory is saved; the official package runs its memory-saving
+  path there and returns wrong gradients.
+- :func:`transform_to_momentumnet` on ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` layers
+  (``sub_layers=["encoder.layers", "decoder.layers"]``) also gives the encoder and decoder a
+  forward that runs the converted layers (recent torch versions inspect ``layers[0].self_attn``,
+  which a ``MomentumNet`` does not have), with masks canonicalised as torch does and handed to
+  every layer; the sequences it builds pass keyword arguments on (``keep_first_layer=True`` works
+  for Transformers too).
+
+Both published keyword spellings are accepted: ``sub_layers=`` and ``residual_layers=``.
 
 The update rule is ``v <- gamma v + (1 - gamma) f(x)``, ``x <- x + v`` with ``f = function(x)`` when
 ``is_residual`` and ``f = function(x) - x`` otherwise (the block then computes ``x + f`` itself).
@@ -18,8 +29,11 @@ The update rule is ``v <- gamma v + (1 - gamma) f(x)``, ``x <- x + v`` with ``f 
 from __future__ import annotations
 
 import copy
+import warnings
 
 from torch import nn
+from torch.nn import functional as F
+from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
 from ._checks import check_gamma
 from .nets import MomentumResNet
@@ -39,15 +53,34 @@ class _MinusInput(nn.Module):
 
 
 class _Network(nn.Module):
-    """Holds the functions under the official names ``"0" .. "N-1"`` and ``"init"``."""
+    """Holds the functions under the official names ``"0" .. "N-1"`` and ``"init"``, and gamma
+    (a learnable gamma is registered here too, as the official package does: its state dict holds
+    both ``gamma`` and ``network.gamma``)."""
 
-    def __init__(self, functions, init_function):
+    def __init__(self, functions, init_function, gamma):
         super().__init__()
         for i, f in enumerate(functions):
             self.add_module(str(i), f)
         self.n_functions = len(functions)
         if init_function is not None:
             self.add_module("init", init_function)
+        self.gamma = gamma
+
+
+_warned_gamma_zero = False
+
+
+def _warn_gamma_zero():
+    global _warned_gamma_zero
+    if not _warned_gamma_zero:
+        _warned_gamma_zero = True
+        warnings.warn(
+            "MomentumNet(gamma=0, use_backprop=False): a Momentum ResNet with gamma = 0 is a ResNet, "
+            "whose layers cannot be inverted, so activations are stored and no memory is saved "
+            "(gradients are exact). Use gamma > 0 to save memory.",
+            UserWarning,
+            stacklevel=3,
+        )
 
     @property
     def functions(self):
@@ -68,11 +101,18 @@ class MomentumNet(nn.Module):
 
     def __init__(self, functions, gamma, init_speed=False, init_function=None, use_backprop=True, is_residual=True):
         super().__init__()
-        check_gamma(gamma, invertible=not use_backprop)
+        g = check_gamma(gamma)
         if init_speed and init_function is None:
             raise ValueError("init_speed=True needs an init_function (the module giving v_0 = init_function(x)).")
+        if not use_backprop and g == 0.0 and not isinstance(gamma, nn.Parameter):
+            _warn_gamma_zero()
+            memory_free = False
+        else:
+            memory_free = not use_backprop
+        if memory_free:
+            check_gamma(gamma, invertible=True)
         functions = list(functions)
-        self.network = _Network(functions, init_function)
+        self.network = _Network(functions, init_function, gamma)
         self.use_backprop = use_backprop
         self.init_speed = init_speed
         self.is_residual = is_residual
@@ -80,7 +120,7 @@ class MomentumNet(nn.Module):
         impl = MomentumResNet(
             residuals,
             gamma=gamma,
-            backward="autograd" if use_backprop else "exact",
+            backward="exact" if memory_free else "autograd",
             init_velocity=init_function if init_speed else None,
         )
         object.__setattr__(self, "_impl", impl)  # shares the modules; not a second registration
@@ -99,6 +139,63 @@ class MomentumNet(nn.Module):
         return self._impl(x, *args, **kwargs)
 
 
+class _Sequential(nn.Sequential):
+    """``nn.Sequential`` (same keys, indexing, iteration) whose forward passes ``*args`` and
+    ``**kwargs`` to every module, so masks reach the blocks of a converted Transformer."""
+
+    def forward(self, x, *args, **kwargs):
+        for module in self:
+            x = module(x, *args, **kwargs)
+        return x
+
+
+def _first_attention(layers):
+    for m in layers.modules():
+        if isinstance(m, nn.MultiheadAttention):
+            return m
+    raise TypeError("transform_to_momentumnet: the converted Transformer layers hold no nn.MultiheadAttention.")
+
+
+class _ConvertedEncoder(nn.TransformerEncoder):
+    """``nn.TransformerEncoder`` whose ``layers`` were converted: the forward canonicalises the
+    masks as torch does and hands them to every item of ``layers`` (never the nested-tensor fast
+    path, which needs torch's own layers)."""
+
+    def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
+        src_key_padding_mask = F._canonical_mask(
+            mask=src_key_padding_mask, mask_name="src_key_padding_mask", other_type=F._none_or_dtype(mask),
+            other_name="mask", target_type=src.dtype,
+        )
+        mask = F._canonical_mask(
+            mask=mask, mask_name="mask", other_type=None, other_name="", target_type=src.dtype, check_other=False,
+        )
+        batch_first = _first_attention(self.layers).batch_first
+        is_causal = _detect_is_causal_mask(mask, is_causal, _get_seq_len(src, batch_first))
+        out = src
+        for mod in self.layers:
+            out = mod(out, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
+        return out if self.norm is None else self.norm(out)
+
+
+class _ConvertedDecoder(nn.TransformerDecoder):
+    """``nn.TransformerDecoder`` whose ``layers`` were converted (see :class:`_ConvertedEncoder`)."""
+
+    def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
+        batch_first = _first_attention(self.layers).batch_first
+        tgt_is_causal = _detect_is_causal_mask(tgt_mask, tgt_is_causal, _get_seq_len(tgt, batch_first))
+        out = tgt
+        for mod in self.layers:
+            out = mod(out, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                      tgt_key_padding_mask=tgt_key_padding_mask,
+                      memory_key_padding_mask=memory_key_padding_mask,
+                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+        return out if self.norm is None else self.norm(out)
+
+
+_CONVERTED = {nn.TransformerEncoder: _ConvertedEncoder, nn.TransformerDecoder: _ConvertedDecoder}
+
+
 def transform_to_momentumnet(
     model,
     sub_layers=("layer1", "layer2", "layer3", "layer4"),
@@ -106,6 +203,8 @@ def transform_to_momentumnet(
     gamma=0.9,
     use_backprop=False,
     is_residual=False,
+    *,
+    residual_layers=None,
 ):
     """Return a copy of ``model`` whose ``sub_layers`` (dotted names of sequences of blocks) run as
     :class:`MomentumNet` s, with the ``momentumnet`` 0.10 structure: a sequence ``S`` becomes
@@ -115,7 +214,15 @@ def transform_to_momentumnet(
     ``is_residual=False`` (the default, for blocks such as torchvision's that add their input
     themselves) uses ``f(x) = block(x) - x``. For conversions that keep the original state-dict keys
     and pass keyword arguments (Transformers), use :func:`secondorder.to_momentum`.
+
+    ``residual_layers=`` is accepted as another spelling of ``sub_layers=``. When the converted
+    sequence is the ``layers`` of an ``nn.TransformerEncoder`` / ``nn.TransformerDecoder``, that
+    encoder / decoder gets a forward that runs them (see the module docstring).
     """
+    if residual_layers is not None:
+        if sub_layers not in (None, ("layer1", "layer2", "layer3", "layer4")):
+            raise TypeError("transform_to_momentumnet: pass sub_layers or residual_layers (the same argument), not both.")
+        sub_layers = residual_layers
     if isinstance(sub_layers, str):
         sub_layers = [sub_layers]
     out = copy.deepcopy(model)
@@ -131,8 +238,10 @@ def transform_to_momentumnet(
         seq = parent._modules[key]
         blocks = list(seq)
         if keep_first_layer:
-            new = nn.Sequential(blocks[0], nn.Sequential(MomentumNet(blocks[1:], gamma=gamma, use_backprop=use_backprop, is_residual=is_residual)))
+            new = _Sequential(blocks[0], _Sequential(MomentumNet(blocks[1:], gamma=gamma, use_backprop=use_backprop, is_residual=is_residual)))
         else:
-            new = nn.Sequential(MomentumNet(blocks, gamma=gamma, use_backprop=use_backprop, is_residual=is_residual))
+            new = _Sequential(MomentumNet(blocks, gamma=gamma, use_backprop=use_backprop, is_residual=is_residual))
         setattr(parent, key, new)
+        if type(parent) in _CONVERTED and key == "layers":
+            parent.__class__ = _CONVERTED[type(parent)]
     return out

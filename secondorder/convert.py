@@ -33,6 +33,7 @@ from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
 from ._checks import check_choice, check_gamma
 from .nets import BACKWARDS, MomentumResNet
+from .reversible import _fastpath_disabled
 
 __all__ = [
     "to_momentum",
@@ -74,18 +75,6 @@ class _Residual(nn.Module):
                 f"if only its first block changes the shape."
             )
         return y - x
-
-
-class _fastpath_disabled:
-    """Context manager: ``torch.backends.mha`` fast path off, previous setting restored."""
-
-    def __enter__(self):
-        self.prev = torch.backends.mha.get_fastpath_enabled()
-        torch.backends.mha.set_fastpath_enabled(False)
-
-    def __exit__(self, *exc):
-        torch.backends.mha.set_fastpath_enabled(self.prev)
-        return False
 
 
 class _MomentumBlocks:

@@ -7,6 +7,7 @@ Every model takes a sequence of residual functions (``nn.Module``s, called as
 
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction
 
 import torch
@@ -38,11 +39,33 @@ def _module_list(functions, name="functions") -> nn.ModuleList:
     return nn.ModuleList(functions)
 
 
-def _call(f, n, x, args, kwargs, what="residual function", shape=None):
+def _call(f, n, x, args, kwargs, what="residual function", shape=None, hint="", rule=None):
     """``f(x, *args, **kwargs)``, checked to be a tensor of ``shape`` (default: ``x``'s)."""
     out = f(x, *args, **kwargs)
-    check_output(n, out, x.shape if shape is None else shape, what)
+    check_output(n, out, x.shape if shape is None else shape, what, hint, rule)
     return out
+
+
+def _sequential_hint(functions) -> str:
+    """What a shape error adds when the functions came as one ``nn.Sequential``."""
+    if isinstance(functions, nn.Sequential) and not isinstance(functions, nn.ModuleList):
+        return (
+            f" (The functions were given as one nn.Sequential, which is read as a list of "
+            f"{len(functions)} residual functions, one per entry, as in momentumnet; to use the whole "
+            f"Sequential as a single residual function, pass [block].)"
+        )
+    return ""
+
+
+def _warn_if_not_finite(what, *ts):
+    """The float inverse overflows at depth: say so instead of returning NaN/inf silently."""
+    if not all(bool(torch.isfinite(t).all()) for t in ts):
+        warnings.warn(
+            f"{what} returned NaN/inf: the floating-point inverse amplifies rounding at every layer "
+            f"and overflowed. Use secondorder.exact_roundtrip(net, x) for a bit-exact reconstruction.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _check_velocity(v0, x):
@@ -62,6 +85,7 @@ class ResNet(nn.Module):
 
     def __init__(self, functions):
         super().__init__()
+        self._hint = _sequential_hint(functions)
         self.functions = _module_list(functions)
 
     def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
@@ -69,7 +93,7 @@ class ResNet(nn.Module):
             raise ValueError("v0: a ResNet has no velocity state (it is the Momentum ResNet with gamma = 0).")
         fx = torch.zeros_like(x)
         for n, f in enumerate(self.functions):
-            fx = _call(f, n, x, args, kwargs)
+            fx = _call(f, n, x, args, kwargs, hint=self._hint)
             x = resnet_step(x, fx)
         return (x, fx) if return_velocity else x
 
@@ -77,7 +101,7 @@ class ResNet(nn.Module):
         """All layer states ``(x_0, ..., x_N)`` stacked: shape ``(depth + 1, *x.shape)``."""
         xs = [x]
         for n, f in enumerate(self.functions):
-            x = resnet_step(x, _call(f, n, x, args, kwargs))
+            x = resnet_step(x, _call(f, n, x, args, kwargs, hint=self._hint))
             xs.append(x)
         return torch.stack(xs)
 
@@ -130,6 +154,7 @@ class MomentumResNet(nn.Module):
             raise TypeError(f"init_velocity must be a module or callable, got {type(init_velocity).__name__}.")
         if fixed_point_bits is not None:
             _exact.FixedPoint(torch.float32, fixed_point_bits)  # validates the value
+        self._hint = _sequential_hint(functions)
         self.functions = _module_list(functions)
         if isinstance(gamma, nn.Parameter):
             self.gamma = gamma
@@ -152,23 +177,26 @@ class MomentumResNet(nn.Module):
         return _exact.rational_gamma(float(g), dyadic=dtype != torch.float64)
 
     def _start(self, x, v0):
+        """The initial velocity: ``v0``, ``init_velocity(x)``, or None for zero."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a tensor, got {type(x).__name__}.")
         if v0 is not None:
             return _check_velocity(v0, x)
         if self.init_velocity is not None:
             return _check_velocity(self.init_velocity(x), x)
-        return torch.zeros_like(x)
+        return None
 
     def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        check_choice("backward", self.backward, BACKWARDS)  # an attribute may be set after construction
         check_gamma(self.gamma, invertible=self.backward != "autograd")  # a learned gamma may drift
         v = self._start(x, v0)
         if self.backward == "autograd":
+            v = torch.zeros_like(x) if v is None else v
             for n, f in enumerate(self.functions):
-                x, v = momentum_step(x, v, _call(f, n, x, args, kwargs), self.gamma)
+                x, v = momentum_step(x, v, _call(f, n, x, args, kwargs, hint=self._hint), self.gamma)
         else:
             x, v = momentum_memory_free(
-                self.functions, x, v, self.gamma, args, kwargs, self.backward, self.fixed_point_bits
+                self.functions, x, v, self.gamma, args, kwargs, self.backward, self.fixed_point_bits, self._hint
             )
         return (x, v) if return_velocity else x
 
@@ -176,9 +204,10 @@ class MomentumResNet(nn.Module):
         """All layer states in float arithmetic: ``xs`` of shape ``(depth + 1, *x.shape)``
         (and ``vs`` of the same shape with ``return_velocity=True``)."""
         v = self._start(x, v0)
+        v = torch.zeros_like(x) if v is None else v
         xs, vs = [x], [v]
         for n, f in enumerate(self.functions):
-            x, v = momentum_step(x, v, _call(f, n, x, args, kwargs), self.gamma)
+            x, v = momentum_step(x, v, _call(f, n, x, args, kwargs, hint=self._hint), self.gamma)
             xs.append(x)
             vs.append(v)
         return (torch.stack(xs), torch.stack(vs)) if return_velocity else torch.stack(xs)
@@ -197,7 +226,8 @@ class MomentumResNet(nn.Module):
         check_gamma(self.gamma, invertible=True)
         for n in reversed(range(len(self.functions))):
             f = self.functions[n]
-            x, v = momentum_inverse(x, v, lambda z, f=f, n=n: _call(f, n, z, args, kwargs), self.gamma)
+            x, v = momentum_inverse(x, v, lambda z, f=f, n=n: _call(f, n, z, args, kwargs, hint=self._hint), self.gamma)
+        _warn_if_not_finite("MomentumResNet.inverse", x, v)
         return x, v
 
 
@@ -240,34 +270,57 @@ class RevNet(nn.Module):
         k = size // 2
         return x.narrow(self.dim, 0, k), x.narrow(self.dim, k, size - k)
 
-    def _coupled(self, n, args, kwargs, shape1, shape2):
+    def _shape_rule(self, x):
+        """``rule(k, got)``: the shape error of half step ``k`` (``F_{k//2}`` for even ``k``, else
+        ``G_{k//2}``), in terms of the split of ``x``."""
+        size = x.shape[self.dim]
+        k = size // 2
+        x1, x2 = self._split(x)
+        s1, s2 = tuple(x1.shape), tuple(x2.shape)
+
+        def rule(step, got):
+            name, src, dst = ("F", ("x2", s2), ("x1", s1)) if step % 2 == 0 else ("G", ("y1", s1), ("x2", s2))
+            return (
+                f"{name} function {step // 2} returned shape {tuple(got)} for its input {src[0]} of shape "
+                f"{src[1]}; {name} functions must return the shape of {dst[0]}, {dst[1]}. A RevNet splits "
+                f"x of shape {tuple(x.shape)} along dim={self.dim} into x1 (the first {size} // 2 = {k} "
+                f"entries) and x2 (the other {size - k}); F maps x2's shape to x1's, G maps x1's to x2's."
+            )
+
+        return rule
+
+    def _coupled(self, n, args, kwargs, rule, shape1, shape2):
         """``F_n`` and ``G_n`` with the extra arguments bound and their output shapes checked
-        (``F_n`` must return ``x1``'s shape ``shape1``, ``G_n`` ``x2``'s shape ``shape2``)."""
+        (``F_n`` must return ``x1``'s shape ``shape1``, ``G_n`` ``x2``'s shape ``shape2``; ``rule``
+        words the error, see :meth:`_shape_rule`)."""
         F, G = self.F[n], self.G[n]
         return (
-            lambda z: _call(F, n, z, args, kwargs, "F function", shape1),
-            lambda z: _call(G, n, z, args, kwargs, "G function", shape2),
+            lambda z: _call(F, n, z, args, kwargs, "F function", shape1, rule=lambda i, got: rule(2 * n, got)),
+            lambda z: _call(G, n, z, args, kwargs, "G function", shape2, rule=lambda i, got: rule(2 * n + 1, got)),
         )
 
     def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        check_choice("backward", self.backward, BACKWARDS)  # an attribute may be set after construction
         if v0 is not None or return_velocity:
             raise ValueError("v0 / return_velocity: a RevNet has no velocity state.")
         x1, x2 = self._split(x)
+        rule = self._shape_rule(x)
         if self.backward == "autograd":
             for n in range(len(self.F)):
-                x1, x2 = coupling_step(x1, x2, *self._coupled(n, args, kwargs, x1.shape, x2.shape))
+                x1, x2 = coupling_step(x1, x2, *self._coupled(n, args, kwargs, rule, x1.shape, x2.shape))
         else:
             x1, x2 = coupling_memory_free(
-                self.F, self.G, x1, x2, args, kwargs, self.backward, self.fixed_point_bits
+                self.F, self.G, x1, x2, args, kwargs, self.backward, self.fixed_point_bits, rule=rule
             )
         return torch.cat([x1, x2], dim=self.dim)
 
     def trajectory(self, x, *args, **kwargs):
         """All layer states (float arithmetic), shape ``(depth + 1, *x.shape)``."""
         x1, x2 = self._split(x)
+        rule = self._shape_rule(x)
         xs = [x]
         for n in range(len(self.F)):
-            x1, x2 = coupling_step(x1, x2, *self._coupled(n, args, kwargs, x1.shape, x2.shape))
+            x1, x2 = coupling_step(x1, x2, *self._coupled(n, args, kwargs, rule, x1.shape, x2.shape))
             xs.append(torch.cat([x1, x2], dim=self.dim))
         return torch.stack(xs)
 
@@ -276,6 +329,8 @@ class RevNet(nn.Module):
         ``x1 = y1 - F(x2)``. No division: the rounding error grows only additively with depth
         (times the Lipschitz constants of F and G)."""
         y1, y2 = self._split(y)
+        rule = self._shape_rule(y)
         for n in reversed(range(len(self.F))):
-            y1, y2 = coupling_inverse(y1, y2, *self._coupled(n, args, kwargs, y1.shape, y2.shape))
+            y1, y2 = coupling_inverse(y1, y2, *self._coupled(n, args, kwargs, rule, y1.shape, y2.shape))
+        _warn_if_not_finite("RevNet.inverse", y1, y2)
         return torch.cat([y1, y2], dim=self.dim)

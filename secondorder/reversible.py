@@ -9,71 +9,187 @@ Two arithmetics reconstruct the states (the ``backward`` argument of the models)
 - ``"exact"``: positions and velocities held as int64 fixed point with a bit store
   (:mod:`secondorder.exact`); the reconstruction is bit-exact at any depth.
 - ``"float"``: the naive floating-point inverse. Its error grows like ``gamma**-N`` for a Momentum
-  ResNet (THEORY.md section 6); kept as the cautionary baseline.
+  ResNet (docs/theory.md, memory and exactness); kept as the cautionary baseline.
 
-Recomputation replays the RNG state each residual function consumed in the forward pass (dropout
-masks are identical) and restores every buffer a recomputation touches (BatchNorm running
-statistics are updated once, by the forward pass, as with plain autograd).
+**What the recomputation replays.** A recomputation is only right if it computes what the forward
+computed. So each call replays the forward's context, as :func:`torch.utils.checkpoint` does: the
+RNG state each residual function consumed (dropout masks are identical), the autocast state of
+every device type (enabled, dtype, weight cache), the parameters and buffers each module held at
+forward time (``torch.func.functional_call`` and parametrizations swap them; the captured tensors
+are recomputed with and receive their gradients), buffers as they were before each call (BatchNorm
+running statistics are updated once, by the forward pass, as with plain autograd), and every tensor
+found inside ``*args`` / ``**kwargs``, nested lists, tuples and dicts included. Fused inference
+kernels (``torch.backends.mha`` fast paths) are switched off in the forward and in the
+recomputation alike, because they are taken without gradients and not with them.
+
+**Self-verification.** The backward walk ends where the forward began. After the last layer the
+reconstructed first state is compared with the forward's input: bit for bit in exact mode (the
+int64 states and an empty bit store), within ``sqrt(eps)`` of the dtype in float mode. A mismatch
+means the recomputation did not reproduce the forward (a non-deterministic function, state changed
+in place between forward and backward, a kernel that differs across calls); no gradient is
+returned and :class:`ReconstructionError` says so. The check costs one comparison of the first
+state per backward. Recomputed graphs are also checked to reach no tensor that requires grad
+other than the layer's input, its module's parameters and the network's arguments (such a tensor,
+e.g. one held in a plain attribute, would silently get no gradient), and a second derivative
+(``create_graph=True``) is refused: these Functions are differentiable once.
 """
 
 from __future__ import annotations
 
 import array
+import contextlib
 import copy
+import math
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from . import exact as _exact
 from ._checks import check_output
 from .steps import momentum_step
 
-__all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip"]
+__all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip", "ReconstructionError"]
+
+
+class ReconstructionError(RuntimeError):
+    """The memory-free backward could not stand behind its gradients, so it returned none.
+
+    Raised when the backward walk does not arrive back at the forward's first state (the
+    recomputation differed from the forward pass), when a recomputed residual function reaches a
+    tensor that requires grad but cannot receive a gradient, when a parameter was modified in place
+    between the forward and the backward, or when a second derivative is requested.
+    """
+
+
+_CAUSES = (
+    "Likely causes: a residual function that is not deterministic (non-deterministic GPU kernels, "
+    "random numbers not drawn from torch's default generators, behaviour that depends on global "
+    "state); a parameter, buffer or argument changed in place between the forward and the backward "
+    "(e.g. optimizer.step() before loss.backward()); a kernel that computes differently with and "
+    "without gradients. Remedies: backward='autograd' (stores activations and needs no "
+    "recomputation), torch.use_deterministic_algorithms(True), or leave the network's inputs and "
+    "state unchanged until the backward pass."
+)
+
+
+def _keep_graph() -> bool:
+    """Whether the running backward keeps the graph (``retain_graph=True``); True if unknown."""
+    query = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    return True if query is None else bool(query())
+
+
+def _refuse_double_backward(what):
+    if torch.is_grad_enabled():
+        raise ReconstructionError(
+            f"create_graph=True (a second derivative) through {what} with a memory-free backward is "
+            f"not supported: its backward recomputes each layer and is differentiable once. Use "
+            f"backward='autograd' for Hessian-vector products, gradient penalties and other double "
+            f"backwards."
+        )
+
+
+class _fastpath_disabled:
+    """Context manager: ``torch.backends.mha`` fast path off, previous setting restored."""
+
+    def __enter__(self):
+        self.prev = torch.backends.mha.get_fastpath_enabled()
+        torch.backends.mha.set_fastpath_enabled(False)
+
+    def __exit__(self, *exc):
+        torch.backends.mha.set_fastpath_enabled(self.prev)
+        return False
+
+
+class _Context:
+    """The autocast state of the forward pass, replayed around every recomputation."""
+
+    def __init__(self, device):
+        types = ["cpu"] if device.type == "cpu" else ["cpu", device.type]
+        self.autocast = [
+            (t, torch.is_autocast_enabled(t), torch.get_autocast_dtype(t))
+            for t in types
+            if torch.amp.is_autocast_available(t)
+        ]
+        self.cache = torch.is_autocast_cache_enabled()
+
+    def replay(self):
+        stack = contextlib.ExitStack()
+        for device_type, enabled, dtype in self.autocast:
+            stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=self.cache))
+        stack.enter_context(_fastpath_disabled())
+        stack.enter_context(torch.enable_grad())
+        return stack
 
 
 # --------------------------------------------------------------------------------------------
-# What both Functions share: calling residual functions, replaying RNG, protecting buffers,
-# and accumulating vector-Jacobian products into parameters and extra tensor arguments.
+# What both Functions share: calling residual functions with the forward's parameters, buffers,
+# arguments, RNG and autocast state, and accumulating vector-Jacobian products.
 # --------------------------------------------------------------------------------------------
+class _Module:
+    """A residual function's state as the forward pass saw it (shared by tied layers)."""
+
+    __slots__ = ("module", "names", "tensors", "versions", "pos", "buffer_names", "buffers", "direct")
+
+    def __init__(self, f, index, params):
+        self.module = f
+        named = list(f.named_parameters()) if isinstance(f, nn.Module) else []
+        self.names = [k for k, _ in named]
+        self.tensors = [p for _, p in named]
+        self.versions = [p._version for p in self.tensors]
+        self.pos = []  # per tensor: its position in the Function inputs, or None (needs no grad)
+        for p in self.tensors:
+            if p.requires_grad:
+                if id(p) not in index:
+                    index[id(p)] = len(params)
+                    params.append(p)
+                self.pos.append(index[id(p)])
+            else:
+                self.pos.append(None)
+        named_b = list(f.named_buffers()) if isinstance(f, nn.Module) else []
+        self.buffer_names = [k for k, _ in named_b]
+        self.buffers = [b for _, b in named_b]
+        self.direct = True
+
+    def current(self):
+        """True if the module still holds the forward's parameter and buffer tensors."""
+        f = self.module
+        ps = [p for _, p in f.named_parameters()]
+        bs = [b for _, b in f.named_buffers()]
+        return (len(ps) == len(self.tensors) and all(a is b for a, b in zip(ps, self.tensors))
+                and len(bs) == len(self.buffers) and all(a is b for a, b in zip(bs, self.buffers)))
+
+
 class _Layers:
-    def __init__(self, functions, args, kwargs, device, labels=None):
+    def __init__(self, functions, args, kwargs, device, labels=None, hint="", rule=None):
         self.functions = list(functions)
         # labels(n) = (kind, index) used in error messages, e.g. ("residual function", 3)
         self.labels = labels or (lambda n: ("residual function", n))
-        self.params = []  # unique parameters needing a gradient, in a fixed order
-        index = {}
-        self.layer_params = []  # per layer: positions into self.params (shared by tied modules)
-        self.buffers = []  # per layer: the module's buffers (shared by tied modules)
-        per_module = {}
+        self.hint = hint  # appended to shape errors
+        self.rule = rule  # rule(n, got_shape): the shape error of layer n, if not "keep the shape"
+        self.params = []  # unique tensors needing a gradient, in a fixed order (Function inputs)
+        index, per_module = {}, {}
+        self.layer_module = []
         for f in self.functions:
             if id(f) not in per_module:
-                pos = []
-                for p in f.parameters() if isinstance(f, nn.Module) else ():
-                    if p.requires_grad:
-                        if id(p) not in index:
-                            index[id(p)] = len(self.params)
-                            self.params.append(p)
-                        pos.append(index[id(p)])
-                per_module[id(f)] = (pos, list(f.buffers()) if isinstance(f, nn.Module) else [])
-            pos, bufs = per_module[id(f)]
-            self.layer_params.append(pos)
-            self.buffers.append(bufs)
-        # extra arguments: top-level tensors of args/kwargs that need a gradient become inputs
-        self.args, self.kwargs = list(args), dict(kwargs)
-        self.extra = []  # (key, tensor) with key an int (position) or str (keyword)
-        for i, a in enumerate(self.args):
-            if isinstance(a, torch.Tensor) and a.requires_grad:
-                self.extra.append((i, a))
-        for k, a in self.kwargs.items():
-            if isinstance(a, torch.Tensor) and a.requires_grad:
-                self.extra.append((k, a))
+                per_module[id(f)] = _Module(f, index, self.params)
+            self.layer_module.append(per_module[id(f)])
+        self.modules = list(per_module.values())
+        # extra arguments: every tensor inside args / kwargs (nested lists, tuples, dicts) that
+        # needs a gradient becomes a Function input
+        self.args, self.kwargs = tuple(args), dict(kwargs)
+        self._leaves, self._tree = pytree.tree_flatten((self.args, self.kwargs))
+        self.extra_pos = [i for i, a in enumerate(self._leaves) if isinstance(a, torch.Tensor) and a.requires_grad]
+        self.extra = [self._leaves[i] for i in self.extra_pos]
         self.cuda = device.type == "cuda"
         self.device = device
         self.rng = [None] * len(self.functions)
+        self.pre_buffers = [None] * len(self.functions)  # buffers before a call that changed them
+        self.context = _Context(device)
 
     def inputs(self):
         """Tensors handed to ``Function.apply`` after the state: extra arguments, then parameters."""
-        return [a for _, a in self.extra] + self.params
+        return self.extra + self.params
 
     # -- forward ------------------------------------------------------------------------------
     def _rng_state(self):
@@ -82,61 +198,147 @@ class _Layers:
         return cpu, gpu
 
     def call_forward(self, n, x, like=None):
-        """``f_n(x, *args, **kwargs)`` in the forward pass; remembers the RNG state if ``f_n`` drew from it."""
+        """``f_n(x, *args, **kwargs)`` in the forward pass; remembers the RNG state if ``f_n`` drew
+        from it and the buffers it changed as they were before the call."""
+        m = self.layer_module[n]
         before = self._rng_state()
-        out = self.functions[n](x, *self.args, **self.kwargs)
+        saved = [b.detach().clone() for b in m.buffers] if m.buffers else None
+        versions = [b._version for b in m.buffers]
+        with _fastpath_disabled():
+            out = self.functions[n](x, *self.args, **self.kwargs)
         what, index = self.labels(n)
-        check_output(index, out, (x if like is None else like).shape, what)
+        rule = None if self.rule is None else (lambda i, got: self.rule(n, got))
+        check_output(index, out, (x if like is None else like).shape, what, hint=self.hint, rule=rule)
         after = self._rng_state()
         if not torch.equal(before[0], after[0]) or (self.cuda and not torch.equal(before[1], after[1])):
             self.rng[n] = before
+        if saved is not None:
+            changed = [i for i, b in enumerate(m.buffers) if b._version != versions[i]]
+            if changed:
+                self.pre_buffers[n] = [(i, saved[i]) for i in changed]
         return out
 
     # -- backward -----------------------------------------------------------------------------
     def begin_backward(self):
+        """Check the parameters were not modified in place, choose per module how to recompute,
+        and make the detached copies of the extra arguments that receive gradients."""
+        for m in self.modules:
+            for name, p, v in zip(m.names, m.tensors, m.versions):
+                if p._version != v:
+                    raise ReconstructionError(
+                        f"parameter {name!r} of {self._describe(m)} was modified in place between "
+                        f"the forward and the backward pass (e.g. optimizer.step() before "
+                        f"loss.backward()); the memory-free backward recomputes the forward with the "
+                        f"parameters' current values and would return wrong gradients. Call "
+                        f"backward before changing the parameters, or use backward='autograd'."
+                    )
+            m.direct = m.current()
         self.grads = [None] * (len(self.extra) + len(self.params))
-        self._grad_args, self._grad_kwargs = list(self.args), dict(self.kwargs)
+        self._detached_params = [None] * len(self.params)
+        leaves = list(self._leaves)
         self._extra_detached = []
-        for key, a in self.extra:
-            d = a.detach().requires_grad_(True)
+        for i in self.extra_pos:
+            d = leaves[i].detach().requires_grad_(True)
             self._extra_detached.append(d)
-            if isinstance(key, int):
-                self._grad_args[key] = d
-            else:
-                self._grad_kwargs[key] = d
+            leaves[i] = d
+        self._grad_args, self._grad_kwargs = pytree.tree_unflatten(leaves, self._tree)
+
+    def _describe(self, m):
+        n = next(i for i, mm in enumerate(self.layer_module) if mm is m)
+        what, index = self.labels(n)
+        return f"{what} {index} ({type(m.module).__name__})"
+
+    def _param(self, i):
+        """The tensor the gradient of parameter ``i`` is taken w.r.t. in a functional recompute."""
+        d = self._detached_params[i]
+        if d is None:
+            d = self._detached_params[i] = self.params[i].detach().requires_grad_(True)
+        return d
+
+    def _call(self, n, x):
+        m = self.layer_module[n]
+        f = self.functions[n]
+        if m.direct:
+            return f(x, *self._grad_args, **self._grad_kwargs), [self.params[i] for i in m.pos if i is not None]
+        state, wrt = {}, []
+        for name, p, i in zip(m.names, m.tensors, m.pos):
+            t = p.detach() if i is None else self._param(i)
+            state[name] = t
+            if i is not None:
+                wrt.append(t)
+        state.update(zip(m.buffer_names, m.buffers))
+        out = torch.func.functional_call(f, state, (x, *self._grad_args), self._grad_kwargs)
+        return out, wrt
 
     def call_backward(self, n, x):
-        """Recompute ``f_n(x)`` with gradients and the forward's RNG state. Buffers it updates
-        (BatchNorm running statistics) are restored by :meth:`restore` (after the VJP, which may
-        need their current version)."""
-        f = self.functions[n]
-        self._saved = (n, [b.detach().clone() for b in self.buffers[n]])
-        with torch.enable_grad():
+        """Recompute ``f_n(x)`` with gradients, in the forward's context: RNG state, autocast,
+        parameters and buffers (those it changed are set back to their values before the forward's
+        call, and restored by :meth:`restore` after the VJP, which may need them)."""
+        m = self.layer_module[n]
+        self._saved = (n, [b.detach().clone() for b in m.buffers] if m.buffers else [])
+        if self.pre_buffers[n] is not None:
+            with torch.no_grad():
+                for i, value in self.pre_buffers[n]:
+                    m.buffers[i].copy_(value)
+        with self.context.replay():
             if self.rng[n] is None:
-                return f(x, *self._grad_args, **self._grad_kwargs)
+                out, self._wrt = self._call(n, x)
+                return out
             devices = [self.device] if self.cuda else []
             with torch.random.fork_rng(devices=devices):
                 torch.set_rng_state(self.rng[n][0])
                 if self.cuda:
                     torch.cuda.set_rng_state(self.rng[n][1], self.device)
-                return f(x, *self._grad_args, **self._grad_kwargs)
+                out, self._wrt = self._call(n, x)
+                return out
 
     def restore(self):
         """Put back the buffers of the last recomputed function as the forward pass left them."""
         n, saved = self._saved
         with torch.no_grad():
-            for b, s in zip(self.buffers[n], saved):
+            for b, s in zip(self.layer_module[n].buffers, saved):
                 b.copy_(s)
+
+    def _check_closed(self, n, out, wrt):
+        """Raise if the recomputed graph reaches a tensor that requires grad but is none of ``wrt``
+        (it would get no gradient: a tensor held outside the module's parameters and arguments)."""
+        known = {id(t) for t in wrt}
+        stop = {t.grad_fn for t in wrt if t.grad_fn is not None}
+        seen, stack = set(), [out.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen or node in stop:
+                continue
+            seen.add(node)
+            var = getattr(node, "variable", None)
+            if var is not None:
+                if id(var) not in known:
+                    what, index = self.labels(n)
+                    raise ReconstructionError(
+                        f"{what} {index} ({type(self.functions[n]).__name__}) uses a tensor of shape "
+                        f"{tuple(var.shape)} that requires grad but is neither its input, one of its "
+                        f"parameters, nor a tensor passed to the network in args/kwargs (lists, tuples "
+                        f"and dicts are searched): the memory-free backward cannot give it a gradient. "
+                        f"Register it as a parameter of the module (or of a submodule), pass it as an "
+                        f"argument, or use backward='autograd'."
+                    )
+                continue
+            stack.extend(nxt for nxt, _ in node.next_functions)
 
     def vjp(self, n, out, x, grad):
         """Return ``(d out / d x)^T grad``; accumulate the parameters' and extra arguments' parts."""
-        params = [self.params[i] for i in self.layer_params[n]]
+        m = self.layer_module[n]
+        params = self._wrt
         wrt = [x] + params + self._extra_detached
-        gs = torch.autograd.grad(out, wrt, grad, allow_unused=True)
+        if out.requires_grad:
+            self._check_closed(n, out, wrt)
+            gs = torch.autograd.grad(out, wrt, grad.to(out.dtype), allow_unused=True)
+        else:  # f depends on nothing that requires grad: every gradient is zero
+            gs = [None] * len(wrt)
         self.restore()
-        gx = gs[0] if gs[0] is not None else torch.zeros_like(x)
+        gx = gs[0].to(x.dtype) if gs[0] is not None else torch.zeros_like(x)
         ne = len(self.extra)
-        for i, g in zip(self.layer_params[n], gs[1 : 1 + len(params)]):
+        for i, g in zip([i for i in m.pos if i is not None], gs[1 : 1 + len(params)]):
             if g is not None:
                 j = ne + i
                 self.grads[j] = g if self.grads[j] is None else self.grads[j] + g
@@ -155,6 +357,71 @@ def _snapshot(arith):
         c.store = copy.copy(arith.store)
         c.store._spilled = list(arith.store._spilled)
     return c
+
+
+def _walker(ctx):
+    """The arithmetic to walk back on: the forward's own final state when the graph is not kept
+    (it is released as the walk goes), a copy sharing its tensors when a second backward can
+    follow (``retain_graph=True``)."""
+    run = ctx.run
+    if _keep_graph():
+        return _snapshot(run.arith)
+    arith, run.arith = run.arith, None
+    if arith is None:
+        raise RuntimeError(
+            "Trying to backward through the memory-free network a second time: its final state was "
+            "released by the first backward. Pass retain_graph=True to the first backward."
+        )
+    return arith
+
+
+def _mismatch(pairs):
+    """Count differing elements and the largest difference over ``(got, expected)`` pairs."""
+    count = total = 0
+    largest = 0.0
+    for got, want in pairs:
+        diff = got != want
+        count += int(diff.sum())
+        total += want.numel()
+        if bool(diff.any()):
+            largest = max(largest, float((got.to(torch.float64) - want.to(torch.float64)).abs().max()))
+    return count, total, largest
+
+
+def _verify_exact(states, expected, fmt, store=None, what="the network"):
+    """Raise :class:`ReconstructionError` unless the reconstructed int64 ``states`` equal the
+    quantized forward inputs ``expected`` bit for bit (and the bit store is empty again)."""
+    if all(torch.equal(a, b) for a, b in zip(states, expected)) and (store is None or not bool(store.S.any())):
+        return
+    count, total, largest = _mismatch(list(zip(states, expected)))
+    raise ReconstructionError(
+        f"the exact backward walked {what} back to its input, but the reconstructed first state "
+        f"differs from the forward's quantized input ({count} of {total} elements differ, the "
+        f"largest by {largest * fmt.inv_scale:.3g}): recomputing the residual functions did not "
+        f"reproduce the forward pass, so no gradient was returned. {_CAUSES}"
+    )
+
+
+def _verify_float(states, expected, scale, what="the network"):
+    """Raise :class:`ReconstructionError` unless the float reconstruction ``states`` is within
+    ``sqrt(eps) * scale`` of the forward's input ``expected`` (norms over all tensors; ``scale`` is
+    the larger norm of the input and of the final state)."""
+    num = math.sqrt(sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(states, expected)))
+    tol = math.sqrt(torch.finfo(expected[0].dtype).eps)
+    if math.isfinite(num) and num <= tol * scale:
+        return
+    raise ReconstructionError(
+        f"the float backward reconstructed the input of {what} with an error of "
+        f"{f'{num:.3g} (norm; {num / scale:.3g} relative)' if math.isfinite(num) and scale else 'NaN/inf'}, "
+        f"above its tolerance sqrt(eps) = "
+        f"{tol:.2g} for {expected[0].dtype}: the floating-point inverse amplifies rounding by "
+        f"1/gamma per layer, or the recomputation differed from the forward, so no gradient was "
+        f"returned. Use backward='exact', whose reconstruction is bit-exact at any depth."
+    )
+
+
+def _norm(*ts):
+    return math.sqrt(sum(float(t.double().pow(2).sum()) for t in ts))
 
 
 class _Checks:
@@ -214,7 +481,7 @@ def _run_ladder(layers, make, ladder, run):
         run(arith)
         return arith
     rng = layers._rng_state()
-    buffers = {id(b): (b, b.detach().clone()) for bs in layers.buffers for b in bs}
+    buffers = {id(b): (b, b.detach().clone()) for m in layers.modules for b in m.buffers}
     for i, bits in enumerate(ladder):
         arith = make(bits)
         try:
@@ -230,7 +497,28 @@ def _run_ladder(layers, make, ladder, run):
             for b, saved in buffers.values():
                 b.copy_(saved)
         layers.rng = [None] * len(layers.functions)
+        layers.pre_buffers = [None] * len(layers.functions)
     raise AssertionError("unreachable")
+
+
+class _Run:
+    """One memory-free forward call: its layers, how to make its arithmetic and which formats to
+    try, and after the forward pass the arithmetic's final state (released by the backward)."""
+
+    __slots__ = ("layers", "make", "ladder", "arith", "v_zero", "scale")
+
+    def __init__(self, layers, make, ladder, v_zero=False):
+        self.layers, self.make, self.ladder = layers, make, ladder
+        self.arith = None
+        self.v_zero = v_zero  # the initial velocity is the zero tensor (not saved for the check)
+        self.scale = 0.0  # float mode: the norm the reconstruction error is measured against
+
+    def forward(self, pass_, *state):
+        """Run ``pass_(layers, arith, *state)`` down the ladder of formats, without a graph."""
+        with torch.no_grad():
+            self.arith = _run_ladder(self.layers, self.make, self.ladder, lambda a: pass_(self.layers, a, *state))
+        self.make = None
+        return self.arith
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,24 +613,30 @@ def _momentum_pass(layers, arith, x, v):
 
 class _MomentumFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, spec, x, v, gamma_t, *inputs):
-        layers = spec["layers"]
+    def forward(ctx, run, x, v, gamma_t, *inputs):
+        arith = run.forward(_momentum_pass, x, v)
         with torch.no_grad():
-            run = lambda arith: _momentum_pass(layers, arith, x, v)  # noqa: E731
-            arith = spec["arith"] = _run_ladder(layers, spec["make"], spec["ladder"], run)
             x_out, v_out = arith.x_float(), arith.v_float()
-        ctx.spec = spec
+            if x_out is x:  # depth 0 (Function outputs must not alias inputs)
+                x_out, v_out = x_out.clone(), v_out.clone()
+            if isinstance(arith, _FloatMomentum):
+                # the walk starts from aliases of the outputs: holding the outputs themselves would
+                # make a reference cycle output -> grad_fn -> ctx -> output that gc cannot free
+                arith.encode(x_out.detach(), v_out.detach())
+                run.scale = max(_norm(x, v), _norm(x_out, v_out))
+        ctx.run = run
         ctx.gamma_needs_grad = gamma_t.requires_grad
         ctx.gamma_shape = gamma_t.shape
-        if x_out is x:  # depth 0 (Function outputs must not alias inputs)
-            x_out, v_out = x_out.clone(), v_out.clone()
+        ctx.save_for_backward(x, *(() if run.v_zero else (v,)))
         return x_out, v_out
 
     @staticmethod
     def backward(ctx, gx, gv):
-        spec = ctx.spec
-        layers, arith = spec["layers"], spec["arith"]
-        arith = _snapshot(arith)  # walk back on a copy: a second backward (retain_graph) works too
+        _refuse_double_backward("a MomentumResNet")
+        saved = ctx.saved_tensors
+        run = ctx.run
+        layers = run.layers
+        arith = _walker(ctx)
         gamma = arith.gamma
         layers.begin_backward()
         g_gamma = torch.zeros((), dtype=torch.float64, device=gx.device)
@@ -357,23 +651,35 @@ class _MomentumFunction(torch.autograd.Function):
                 g_gamma += (g_tot * (arith.v_float() - fx.detach())).sum().to(torch.float64)
             gx = gx + layers.vjp(n, fx, x, (1 - gamma) * g_tot)
             gv = gamma * g_tot
+        x_in = saved[0]
+        v_in = torch.zeros_like(x_in) if run.v_zero else saved[1]
+        with torch.no_grad():
+            if isinstance(arith, _FloatMomentum):
+                _verify_float([arith.x, arith.v], [x_in, v_in], run.scale, "the MomentumResNet")
+            else:
+                expected = [arith.fmt.quantize(x_in), arith.fmt.quantize(v_in)]
+                _verify_exact([arith.X, arith.V], expected, arith.fmt, arith.store, "the MomentumResNet")
         g_gamma_out = g_gamma.reshape(ctx.gamma_shape) if ctx.gamma_needs_grad else None
         return (None, gx, gv, g_gamma_out, *layers.grads)
 
 
-def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None):
+def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None, hint=""):
     """Run a Momentum ResNet storing no activations (``mode`` is ``"exact"`` or ``"float"``).
 
-    ``gamma`` is a float or a 0-dim tensor (e.g. a learnable parameter). Returns ``(x_N, v_N)``.
+    ``v`` is the initial velocity, or None for zero. ``gamma`` is a float or a 0-dim tensor (e.g. a
+    learnable parameter). ``hint`` is appended to shape errors. Returns ``(x_N, v_N)``.
     """
     g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
-    layers = _Layers(functions, args, kwargs, x.device)
+    layers = _Layers(functions, args, kwargs, x.device, hint=hint)
+    v_zero = v is None
+    if v_zero:
+        v = torch.zeros_like(x)
     if mode == "exact":
-        spec = {"layers": layers, "make": lambda b: _ExactMomentum(g, x, b), "ladder": _ladder(x.dtype, bits)}
+        run = _Run(layers, lambda b: _ExactMomentum(g, x, b), _ladder(x.dtype, bits), v_zero)
     else:
-        spec = {"layers": layers, "make": lambda b: _FloatMomentum(g, x), "ladder": [None]}
+        run = _Run(layers, lambda b: _FloatMomentum(g, x), [None], v_zero)
     gamma_t = gamma if isinstance(gamma, torch.Tensor) else torch.tensor(g, dtype=x.dtype, device=x.device)
-    return _MomentumFunction.apply(spec, x, v, gamma_t, *layers.inputs())
+    return _MomentumFunction.apply(run, x, v, gamma_t, *layers.inputs())
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,32 +738,37 @@ def _coupling_pass(layers, arith, x1, x2):
     arith.finish_forward()
 
 
-def _coupling_layers(F_functions, G_functions, args, kwargs, device):
-    """The RevNet's functions interleaved as half steps F_0, G_0, F_1, G_1, ..."""
+def _coupling_layers(F_functions, G_functions, args, kwargs, device, hint="", rule=None):
+    """The RevNet's functions interleaved as half steps F_0, G_0, F_1, G_1, ...; ``rule(k, got)``
+    words the shape error of half step ``k``."""
     interleaved = [h for pair in zip(F_functions, G_functions) for h in pair]
-    return _Layers(interleaved, args, kwargs, device, _coupling_label)
+    return _Layers(interleaved, args, kwargs, device, _coupling_label, hint, rule)
 
 
 class _CouplingFunction(torch.autograd.Function):
     """Half step k (k = 0 .. 2N-1): target ``t = k % 2`` gets ``h_k(state[1 - t])`` added."""
 
     @staticmethod
-    def forward(ctx, spec, x1, x2, *inputs):
-        layers = spec["layers"]
+    def forward(ctx, run, x1, x2, *inputs):
+        arith = run.forward(_coupling_pass, x1, x2)
         with torch.no_grad():
-            run = lambda arith: _coupling_pass(layers, arith, x1, x2)  # noqa: E731
-            arith = spec["arith"] = _run_ladder(layers, spec["make"], spec["ladder"], run)
             y1, y2 = arith.get(0), arith.get(1)
-        if y1 is x1:
-            y1, y2 = y1.clone(), y2.clone()
-        ctx.spec = spec
+            if y1 is x1:
+                y1, y2 = y1.clone(), y2.clone()
+            if isinstance(arith, _FloatCoupling):  # no reference cycle through the outputs
+                arith.encode(y1.detach(), y2.detach())
+                run.scale = max(_norm(x1, x2), _norm(y1, y2))
+        ctx.run = run
+        ctx.save_for_backward(x1, x2)
         return y1, y2
 
     @staticmethod
     def backward(ctx, g1, g2):
-        spec = ctx.spec
-        layers, arith = spec["layers"], spec["arith"]
-        arith = _snapshot(arith)
+        _refuse_double_backward("a RevNet")
+        x1, x2 = ctx.saved_tensors
+        run = ctx.run
+        layers = run.layers
+        arith = _walker(ctx)
         layers.begin_backward()
         g = [g1, g2]
         for k in reversed(range(len(layers.functions))):
@@ -467,6 +778,11 @@ class _CouplingFunction(torch.autograd.Function):
             with torch.no_grad():
                 arith.sub(t, k // 2, h.detach())
             g[1 - t] = g[1 - t] + layers.vjp(k, h, b, g[t])
+        with torch.no_grad():
+            if isinstance(arith, _FloatCoupling):
+                _verify_float(arith.s, [x1, x2], run.scale, "the RevNet")
+            else:
+                _verify_exact(arith.s, [arith.fmt.quantize(x1), arith.fmt.quantize(x2)], arith.fmt, None, "the RevNet")
         return (None, g[0], g[1], *layers.grads)
 
 
@@ -474,14 +790,14 @@ def _coupling_label(k):
     return (f"{'FG'[k % 2]} function", k // 2)
 
 
-def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, bits=None):
+def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, bits=None, hint="", rule=None):
     """Run a RevNet storing no activations (``mode`` is ``"exact"`` or ``"float"``); return ``(y1, y2)``."""
-    layers = _coupling_layers(F_functions, G_functions, args, kwargs, x1.device)
+    layers = _coupling_layers(F_functions, G_functions, args, kwargs, x1.device, hint, rule)
     if mode == "exact":
-        spec = {"layers": layers, "make": lambda b: _ExactCoupling(x1, b), "ladder": _ladder(x1.dtype, bits)}
+        run = _Run(layers, lambda b: _ExactCoupling(x1, b), _ladder(x1.dtype, bits))
     else:
-        spec = {"layers": layers, "make": lambda b: _FloatCoupling(), "ladder": [None]}
-    return _CouplingFunction.apply(spec, x1, x2, *layers.inputs())
+        run = _Run(layers, lambda b: _FloatCoupling(), [None])
+    return _CouplingFunction.apply(run, x1, x2, *layers.inputs())
 
 
 # --------------------------------------------------------------------------------------------
@@ -493,9 +809,10 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
 
     Returns a dict: ``x_N`` (and ``v_N`` for momentum) the forward output, ``x0``/``v0`` the
     reconstructed input (floats), ``bit_exact`` whether the reconstructed int64 states equal the
-    quantized input bit for bit, ``store_bytes`` the bit store's size at the end of the forward
-    pass, ``spills`` when it was spilled and ``bits`` the fixed-point format used (``bits``
-    defaults to ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
+    quantized input bit for bit (the check every exact backward makes before returning gradients),
+    ``store_bytes`` the bit store's size at the end of the forward pass, ``spills`` when it was
+    spilled and ``bits`` the fixed-point format used (``bits`` defaults to
+    ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
     """
     from .nets import MomentumResNet, RevNet
 
@@ -505,9 +822,9 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
 
         gamma = check_gamma(net.gamma, invertible=True)
         v = net._start(x, v0)
-        layers = _Layers(net.functions, args, kwargs, x.device)
-        run = lambda arith: _momentum_pass(layers, arith, x, v)  # noqa: E731
-        arith = _run_ladder(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits), run)
+        v = torch.zeros_like(x) if v is None else v
+        layers = _Layers(net.functions, args, kwargs, x.device, hint=net._hint)
+        arith = _Run(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
         X0, V0 = arith.fmt.quantize(x), arith.fmt.quantize(v)  # what encode started from
         out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
                "spills": arith.store.spills, "bits": arith.fmt.bits}
@@ -521,9 +838,8 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         return out
     if isinstance(net, RevNet):
         x1, x2 = net._split(x)
-        layers = _coupling_layers(net.F, net.G, args, kwargs, x.device)
-        run = lambda arith: _coupling_pass(layers, arith, x1, x2)  # noqa: E731
-        arith = _run_ladder(layers, lambda b: _ExactCoupling(x, b), _ladder(x.dtype, bits), run)
+        layers = _coupling_layers(net.F, net.G, args, kwargs, x.device, rule=net._shape_rule(x))
+        arith = _Run(layers, lambda b: _ExactCoupling(x, b), _ladder(x.dtype, bits)).forward(_coupling_pass, x1, x2)
         S0 = [arith.fmt.quantize(x1), arith.fmt.quantize(x2)]  # what encode started from
         out = {"x_N": torch.cat([arith.get(0), arith.get(1)], net.dim), "store_bytes": 0, "spills": [],
                "bits": arith.fmt.bits}

@@ -59,8 +59,6 @@ def test_memory_free_mode_gradients():
 def test_errors():
     with pytest.raises(ValueError, match=r"gamma == 1.5, must be in \[0, 1\]"):
         MomentumNet(functions(), 1.5)
-    with pytest.raises(ValueError, match="gamma == 0 cannot be inverted"):
-        MomentumNet(functions(), 0.0, use_backprop=False)
     with pytest.raises(ValueError, match="init_speed=True needs an init_function"):
         MomentumNet(functions(), 0.5, init_speed=True)
     model = nn.Sequential(nn.Sequential(*functions(3)))
@@ -87,3 +85,101 @@ def test_against_official_package():
     theirs = mn.MomentumNet(copy.deepcopy(fs), gamma=0.9, is_residual=False)
     ours.load_state_dict(theirs.state_dict())  # strict: same keys
     torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
+def test_learnable_gamma_state_dict_matches_the_official_layout():
+    fs = functions(depth=4)
+    gamma = nn.Parameter(torch.tensor(0.8, dtype=torch.float64))
+    net = MomentumNet(fs, gamma, use_backprop=False)
+    keys = set(net.state_dict())
+    assert {"gamma", "network.gamma"} <= keys  # the official package registers it twice
+    assert sum(p is gamma for p in net.parameters()) == 1  # ...but it is one parameter
+    x = torch.randn(3, 5, dtype=torch.float64)
+    (net(x) ** 2).sum().backward()
+    assert gamma.grad is not None and gamma.grad != 0
+    mn = pytest.importorskip("momentumnet")
+    theirs = mn.MomentumNet(copy.deepcopy(fs), nn.Parameter(torch.tensor(0.3, dtype=torch.float64)))
+    theirs.load_state_dict(net.state_dict())  # strict, both ways
+    assert float(theirs.gamma.detach()) == 0.8
+    ours = MomentumNet(functions(depth=4, seed=1), nn.Parameter(torch.tensor(0.1, dtype=torch.float64)))
+    ours.load_state_dict(theirs.state_dict())
+    assert float(ours.gamma.detach()) == 0.8
+    torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+
+
+def test_gamma_zero_without_backprop_stores_activations_and_warns_once(monkeypatch):
+    import secondorder.compat as compat
+
+    monkeypatch.setattr(compat, "_warned_gamma_zero", False)
+    fs = functions()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    with pytest.warns(UserWarning, match="gamma=0, use_backprop=False.*no memory is saved"):
+        net = MomentumNet(fs, 0.0, use_backprop=False, is_residual=False)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per process
+        MomentumNet(fs, 0.0, use_backprop=False)
+    assert torch.equal(net(x), official_rule(fs, x, 0.0, is_residual=False))
+    ref = MomentumNet(fs, 0.0, use_backprop=True, is_residual=False)
+    g = [torch.autograd.grad((m(x) ** 2).sum(), list(m.parameters())) for m in (net, ref)]
+    for a, b in zip(*g):
+        assert torch.equal(a, b)  # the same stored-activation backward
+
+
+def test_residual_layers_spelling():
+    model = nn.Sequential()
+    model.add_module("blocks", nn.Sequential(*functions(4)))
+    a = transform_to_momentumnet(model, residual_layers=["blocks"], gamma=0.5, is_residual=True, keep_first_layer=False)
+    b = transform_to_momentumnet(model, sub_layers=["blocks"], gamma=0.5, is_residual=True, keep_first_layer=False)
+    assert list(a.state_dict()) == list(b.state_dict())
+    assert list(a.state_dict())[:2] == ["blocks.0.network.0.0.weight", "blocks.0.network.0.0.bias"]
+    x = torch.randn(2, 5, dtype=torch.float64)
+    torch.testing.assert_close(a(x), b(x), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="sub_layers or residual_layers"):
+        transform_to_momentumnet(model, ["blocks"], residual_layers=["blocks"])
+
+
+def _transformer(seed=0, layers=3, d=16):
+    torch.manual_seed(seed)
+    return nn.Transformer(d, 2, layers, layers, 32, dropout=0.0).double()
+
+
+@pytest.mark.parametrize("use_backprop", [True, False])
+@pytest.mark.parametrize("keep_first_layer", [False, True])
+def test_transformer_conversion_runs_trains_and_follows_the_rule(use_backprop, keep_first_layer):
+    net = _transformer()
+    src = torch.randn(7, 2, 16, dtype=torch.float64)
+    tgt = torch.randn(5, 2, 16, dtype=torch.float64)
+    mask = net.generate_square_subsequent_mask(5, dtype=torch.float64)
+    gamma = 0.9
+    m = transform_to_momentumnet(net, ["encoder.layers", "decoder.layers"], gamma=gamma,
+                                 use_backprop=use_backprop, keep_first_layer=keep_first_layer)
+    out = m(src, tgt, tgt_mask=mask)
+
+    def stack(layers, x, *args, **kwargs):
+        start = 0
+        if keep_first_layer:
+            x, start = layers[0](x, *args, **kwargs), 1
+        v = torch.zeros_like(x)
+        for layer in layers[start:]:
+            v = gamma * v + (1 - gamma) * (layer(x, *args, **kwargs) - x)
+            x = x + v
+        return x
+
+    with torch.no_grad():
+        memory = net.encoder.norm(stack(net.encoder.layers, src, src_mask=None, is_causal=False))
+        ref = net.decoder.norm(stack(net.decoder.layers, tgt, memory, tgt_mask=mask, tgt_is_causal=True))
+    # float64, 3 layers each: the exact path's fixed-point rounding (2**-52) and float reordering
+    torch.testing.assert_close(out.detach(), ref, rtol=1e-10, atol=1e-10)
+    # it trains: gradients equal those of the stored-activation conversion
+    (out**2).sum().backward()
+    ref_m = transform_to_momentumnet(net, ["encoder.layers", "decoder.layers"], gamma=gamma,
+                                     use_backprop=True, keep_first_layer=keep_first_layer)
+    (ref_m(src, tgt, tgt_mask=mask) ** 2).sum().backward()
+    num = sum(float((p.grad - q.grad).pow(2).sum()) for p, q in zip(m.parameters(), ref_m.parameters()))
+    den = sum(float(q.grad.pow(2).sum()) for q in ref_m.parameters())
+    assert (num / den) ** 0.5 <= 1e-10
+    # the official key layout
+    key = "encoder.layers.1.0.network.0.self_attn.in_proj_weight" if keep_first_layer else "encoder.layers.0.network.0.self_attn.in_proj_weight"
+    assert key in m.state_dict()
