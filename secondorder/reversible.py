@@ -116,7 +116,8 @@ class _Context:
     def replay(self):
         stack = contextlib.ExitStack()
         for device_type, enabled, dtype in self.autocast:
-            stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=self.cache))
+            if enabled or torch.is_autocast_enabled(device_type):  # else the state already matches
+                stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=self.cache))
         stack.enter_context(_fastpath_disabled())
         stack.enter_context(torch.enable_grad())
         return stack
