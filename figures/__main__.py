@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -84,13 +83,29 @@ def _metadata(ext):
     return {"Software": None} if ext == "png" else {"Creator": None, "Producer": None, "CreationDate": None}
 
 
+def _quiet_bars():
+    """Off-terminal, disable the tqdm bars of the scripts themselves (training loops): redrawn
+    bars leave carriage returns and escape codes in a log. A bar that passes ``disable=`` keeps it."""
+    from tqdm import std
+
+    init = std.tqdm.__init__
+    if getattr(init, "_quiet", False):
+        return
+
+    def quiet_init(self, *args, **kwargs):
+        kwargs.setdefault("disable", True)
+        init(self, *args, **kwargs)
+
+    quiet_init._quiet = True
+    std.tqdm.__init__ = quiet_init
+
+
 def main(argv=None):
     """Entry point of ``secondorder figures``; returns the exit status."""
     args = build_parser().parse_args(argv)
     sys.path.insert(0, str(GALLERY.parent))
     if not sys.stderr.isatty():
-        # bars of the scripts themselves (training loops) would leave escape codes in a log
-        os.environ.setdefault("TQDM_DISABLE", "1")
+        _quiet_bars()
     out = GALLERY if args.gallery else (Path(args.out) if args.out else DEFAULT_OUT)
     if args.gallery and args.quick:
         print("secondorder figures: note: --gallery with --quick writes quick renders into the "
