@@ -15,7 +15,7 @@ autograd at the same depth): the error the memory saving costs. ``err_ode``, the
 the ODE's gradient (direct backprop through dopri5 at rtol 1e-11), which adds the
 discretization error O(1/N) of the networks. ``peak MiB``: peak RSS of a child process running
 one forward + backward, minus its RSS before the forward, with ``MALLOC_MMAP_THRESHOLD_=65536``
-so freed tensors leave the heap (THEORY.md section 7). Gradients are over F's parameters.
+so freed tensors leave the heap (docs/theory.md §7.1). Gradients are over F's parameters.
 """
 
 from __future__ import annotations
