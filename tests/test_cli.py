@@ -113,3 +113,20 @@ def test_figures_manifest_is_merged_and_atomic(tmp_path, monkeypatch):
     first = (out / "tiny.png").read_bytes()
     render(["tiny"], quick=True, out=out, seed=3, progress=False)
     assert (out / "tiny.png").read_bytes() == first
+
+
+def test_figures_output_is_clean_when_redirected(tmp_path):
+    """Off a terminal: no progress-bar escape codes, one progress line per figure, and the
+    numbers of each figure printed as complete JSON (not cut mid-key)."""
+    out = subprocess.run([sys.executable, "-m", "secondorder", "figures", "phase_space", "--quick",
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "\x1b[" not in out.stderr
+    assert "[1/1] phase_space" in out.stderr
+    numbers = json.loads(out.stdout.splitlines()[1])
+    assert numbers["turning_points_of_x0_to_xN"] > 0 and numbers["first_order_flow_monotone"] is True
+    # bars inside the figure scripts (training loops) are silenced too
+    code = ("import sys; sys.path.insert(0, '.'); from figures.__main__ import _quiet_bars; _quiet_bars(); "
+            "from tqdm.auto import tqdm; [None for _ in tqdm(range(3), desc='inner', leave=False)]")
+    inner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert inner.returncode == 0 and inner.stderr == "", inner.stderr
