@@ -7,6 +7,8 @@ the neural reference, and its NFE is marked.
 
 from __future__ import annotations
 
+import numpy as np
+
 from benchmarks.solvers import EPSS, summary
 from benchmarks.solvers import compute as _compute
 from figures._style import COLORS, new_figure
@@ -40,6 +42,11 @@ def plot(data):
                          else f"torchdiffeq {method}" + (" (adaptive, rtol 1e-3 .. 1e-10)" if method == "dopri5" else " (fixed step)"))
                 ax.loglog([r[xkey] for r in rs], [max(r["error"], 1e-17) for r in rs], marker=marker,
                           color=color, ms=4, lw=1.2, label=label)
+                if method == "momentum" and xkey == "nfe" and len(rs) > 1:
+                    slope = np.polyfit(np.log([r["nfe"] for r in rs]), np.log([r["error"] for r in rs]), 1)[0]
+                    ax.text(0.03, 0.03, f"Momentum ResNet:\nslope {slope:.2f} (order 1)", transform=ax.transAxes,
+                            ha="left", va="bottom", fontsize=7, color=color,
+                            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8})
             ref = [r for r in rows if r["problem"] == problem and r["eps"] == eps and r["method"].startswith("scipy")]
             if ref and problem == "neural":
                 ax.axvline(ref[0][xkey], color=COLORS["reference"], ls=":", lw=1,
