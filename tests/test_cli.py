@@ -67,13 +67,6 @@ def test_bench_lists_benchmarks(capsys):
     assert "memory" in capsys.readouterr().out
 
 
-def test_subcommand_help_has_quick_and_seed():
-    for cmd in ("figures", "verify"):
-        out = subprocess.run([sys.executable, "-m", "secondorder", cmd, "--help"], capture_output=True, text=True, cwd=ROOT)
-        assert out.returncode == 0, out.stderr
-        assert "--quick" in out.stdout and "--seed" in out.stdout
-
-
 def test_unknown_names_are_rejected():
     with pytest.raises(SystemExit, match="unknown figure"):
         main(["figures", "no_such_figure", "--out", "/tmp/never"])
