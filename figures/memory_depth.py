@@ -49,7 +49,7 @@ def plot(data):
     for m, (label, color, style) in METHODS.items():
         vals = data["peak_mib"][m]
         ax.plot(d, vals, style, color=color, ms=4,
-                label=f"{label}: slope {_slope(d, vals):.2f}, {vals[-1]:.3g} MiB at {d[-1]}")
+                label=f"{label}: slope {round(_slope(d, vals), 2) + 0.0:.2f}, {vals[-1]:.3g} MiB at {d[-1]}")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
