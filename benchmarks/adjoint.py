@@ -15,7 +15,7 @@ autograd at the same depth): the error the memory saving costs. ``err_ode``, the
 the ODE's gradient (direct backprop through dopri5 at rtol 1e-11), which adds the
 discretization error O(1/N) of the networks. ``peak MiB``: peak RSS of a child process running
 one forward + backward, minus its RSS before the forward, with ``MALLOC_MMAP_THRESHOLD_=65536``
-so freed tensors leave the heap (THEORY.md section 7). Gradients are over F's parameters.
+so freed tensors leave the heap (docs/theory.md §7.1). Gradients are over F's parameters.
 """
 
 from __future__ import annotations
@@ -98,26 +98,47 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def compute(quick: bool, seed: int, progress=print) -> dict:
+def compute(quick: bool, seed: int, progress=print, bar=None) -> dict:
+    """Run every configuration (one child process each); ``progress`` gets each table row.
+
+    ``bar``: show a tqdm bar over the child runs (default: when stderr is a terminal).
+    """
+    from tqdm.auto import tqdm
+
     epss = [1.0, 0.1] if quick else [1.0, 0.1, 1 / 32]
     depths = [64, 256] if quick else [64, 256, 1024]
+    runs = sum(3 + 3 * sum(N * eps >= 1 for N in depths) for eps in epss)
+    pbar = tqdm(total=runs, desc="adjoint", unit="run", leave=False,
+                disable=(not sys.stderr.isatty()) if bar is None else not bar)
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+
+    def child(cfg, tmp):
+        pbar.set_postfix_str(f"eps={cfg['eps']:g} {cfg['kind']} {cfg.get('depth', '')}".strip())
+        r = _run_child(cfg, tmp)
+        pbar.update()
+        return r
+
+    def emit(line):
+        pbar.clear()
+        progress(line)
+        pbar.refresh()
+
+    with tempfile.TemporaryDirectory() as tmp, pbar:
         for eps in epss:
             base = {"eps": eps, "seed": seed}
-            ref = _run_child(dict(base, kind="ode-reference"), tmp)
-            direct = _run_child(dict(base, kind="ode-direct"), tmp)
-            adj = _run_child(dict(base, kind="ode-adjoint"), tmp)
+            ref = child(dict(base, kind="ode-reference"), tmp)
+            direct = child(dict(base, kind="ode-direct"), tmp)
+            adj = child(dict(base, kind="ode-adjoint"), tmp)
             for name, r, same in (("ode-direct", direct, direct), ("ode-adjoint", adj, direct)):
                 rows.append({"eps": eps, "model": name, "depth": None, "nfe": r["nfe"],
                              "nfe_backward": r["nfe_backward"], "peak_mib": r["peak_mib"],
                              "seconds": r["seconds"], "err_same": _rel(r["grad"], same["grad"]),
                              "err_ode": _rel(r["grad"], ref["grad"])})
-                progress(_fmt_row(rows[-1]))
+                emit(_fmt_row(rows[-1]))
             for N in depths:
                 if N * eps < 1:
                     continue
-                res = {k: _run_child(dict(base, kind=f"discrete-{k}", depth=N), tmp)
+                res = {k: child(dict(base, kind=f"discrete-{k}", depth=N), tmp)
                        for k in ("autograd", "exact", "float")}
                 for k, r in res.items():
                     err = _rel(r["grad"], res["autograd"]["grad"])
@@ -126,7 +147,7 @@ def compute(quick: bool, seed: int, progress=print) -> dict:
                                  "peak_mib": r["peak_mib"], "seconds": r["seconds"],
                                  "err_same": err if math.isfinite(err) else float("inf"),
                                  "err_ode": _rel(r["grad"], ref["grad"])})
-                    progress(_fmt_row(rows[-1]))
+                    emit(_fmt_row(rows[-1]))
     return {"quick": quick, "seed": seed, "rows": rows,
             "setup": {"d": D_IN, "width": WIDTH, "batch": BATCH, "rtol": RTOL, "atol": ATOL,
                       "reference_rtol": REF_RTOL, "dtype": "float64"}}
@@ -146,7 +167,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="secondorder bench adjoint", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="eps in {1, 0.1}, depths 64 and 256")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", default="adjoint.json", help="JSON output (default adjoint.json)")
+    p.add_argument("--out", default=None,
+                   help="JSON output (default out/bench/adjoint[_quick].json at the checkout root)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child is not None:
@@ -154,9 +176,12 @@ def main(argv=None) -> int:
         return 0
     from secondorder._io import write_json
 
-    print(HEADER)
-    data = compute(args.quick, args.seed)
-    write_json(args.out, data)
+    out = Path(args.out) if args.out else ROOT / "out" / "bench" / f"adjoint{'_quick' if args.quick else ''}.json"
+    print(HEADER, flush=True)
+    data = compute(args.quick, args.seed, progress=lambda line: print(line, flush=True))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, data)
+    print(f"\nwrote {out}")
     return 0
 
 

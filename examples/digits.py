@@ -8,8 +8,8 @@ fine-tunes: converts the trained ResNet and continues training it as a Momentum 
 
 Peak memory is measured in a fresh process per model, on random inputs of the training shape:
 on CPU as the growth of the resident set during one training step (Linux peak RSS, reset after a
-warm-up step; glibc told to return freed blocks with ``MALLOC_MMAP_THRESHOLD_=65536``, THEORY.md
-section 7), on CUDA as ``torch.cuda.max_memory_allocated`` minus what was allocated before.
+warm-up step; glibc told to return freed blocks with ``MALLOC_MMAP_THRESHOLD_=65536``,
+docs/theory.md §7.1), on CUDA as ``torch.cuda.max_memory_allocated`` minus what was allocated before.
 
 Multi-process: ``torchrun --nproc_per_node=2 examples/digits.py`` trains with
 DistributedDataParallel (gloo on CPU, nccl on CUDA); each process takes its share of every batch
@@ -145,7 +145,7 @@ def evaluate(net, x, y, device, batch_size=512):
 
 class Trainer:
     """SGD (Nesterov momentum 0.9, weight decay 5e-4, cosine learning rate over all steps) on the
-    training split, one epoch per :meth:`epoch` call. Under torchrun, each process takes a
+    training split, one epoch per ``epoch`` call. Under torchrun, each process takes a
     contiguous ``1/world`` share of every batch and DistributedDataParallel averages the
     gradients; the batch order comes from ``seed`` and is the same on every process."""
 

@@ -28,7 +28,7 @@ def plot(data):
     import matplotlib.pyplot as plt
 
     models = data["models"]
-    fig, axes = new_figure(ncols=len(models) + 1, width=3.0, height=3.4)
+    fig, axes = new_figure(ncols=len(models) + 1, width=3.2, height=4.0, layout="constrained")
     cmap = plt.get_cmap("coolwarm")
     for ax, (name, r) in zip(axes[0], models.items(), strict=False):
         traj = np.asarray(r["traj_plot"])  # (depth + 1, n_plot)
@@ -36,11 +36,15 @@ def plot(data):
         layers = np.arange(traj.shape[0])
         for i in range(traj.shape[1]):
             ax.plot(traj[:, i], layers, color=cmap((x0[i] + 1) / 2), lw=1.0)
-        ax.set_title(f"{LABELS[name]}\nMSE {r['mse']:.4f}, crossings {r['crossings']}",
+        ax.set_title(f"{LABELS[name]}: test MSE {r['mse']:.4f}\n{r['crossings']} order inversions",
                      color=COLORS[name], fontsize=9)
-        ax.set_xlabel("x")
+        ax.set_xlabel("state $x$ (dimensionless)")
         ax.set_ylim(0, traj.shape[0] - 1)
-    axes[0, 0].set_ylabel("layer n  (ODE: time t = n h)")
+        ax.set_yticks(range(0, traj.shape[0], 3))
+    axes[0, 0].set_ylabel("layer $n$  (ODEs: time $t = n h$)")
+    sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(-1, 1))
+    cbar = fig.colorbar(sm, ax=list(axes[0, :-1]), orientation="horizontal", fraction=0.05, aspect=60)
+    cbar.set_label("colour: starting point $x_0$ of the trajectory")
     ax = axes[0, -1]
     first = next(iter(models.values()))
     xs = np.asarray(first["x_eval"])
@@ -48,12 +52,15 @@ def plot(data):
     for name, r in models.items():
         ls = "--" if name in ("neural_ode", "second_order_ode") else "-"
         ax.plot(xs, r["pred_eval"], ls, color=COLORS[name], lw=1.2, label=LABELS[name])
-    ax.set_title(f"learned map $x_0 \\to x_N$\nisotonic bound {data['bound']:.4f}", fontsize=9)
-    ax.set_xlabel("$x_0$")
+    ax.set_title(f"learned map $x_0 \\to x_N$ vs target\nmonotone-map bound on the MSE: {data['bound']:.4f}",
+                 fontsize=9)
+    ax.set_xlabel("input $x_0$")
+    ax.set_ylabel("output $x_N$")
     ax.legend(fontsize=7, loc="upper right")
-    fig.suptitle(f"Fitting $x \\to -x^3$: depth {data['depth']}, $\\gamma$ = {data['gamma']}, "
-                 f"$\\varepsilon$ = {data['eps']:.3g}", fontsize=10)
-    fig.tight_layout()
+    fig.suptitle(f"Crossing trajectories: fitting $x \\to -x^3$ on $[-1, 1]$, depth {data['depth']}, "
+                 f"$\\gamma$ = {data['gamma']}, $\\varepsilon$ = {data['eps']:.3g}\n"
+                 "order inversions = pairs of test trajectories that swap order, summed over layers; "
+                 "first-order flows have none", fontsize=10)
     return fig
 
 

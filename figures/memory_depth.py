@@ -1,6 +1,6 @@
-"""Figure memory_depth: peak memory of one training step against depth (THEORY.md section 6).
+"""Figure memory_depth: peak memory of one training step against depth (docs/theory.md#memory).
 
-Measured by :mod:`benchmarks.memory` (a fresh subprocess per point): stored activations grow
+Measured by ``benchmarks/memory.py`` (a fresh subprocess per point): stored activations grow
 linearly with depth, checkpointing like its square root, the exact Momentum ResNet and RevNet stay
 flat.
 """
@@ -36,18 +36,41 @@ def compute(quick: bool, seed: int) -> dict:
     return data
 
 
+def _slope(depths, vals):
+    return float(np.polyfit(np.log(depths), np.log(np.maximum(vals, 1e-3)), 1)[0])
+
+
 def plot(data):
-    fig, axes = new_figure(1, 1, width=5.0, height=3.6)
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    fig, axes = new_figure(1, 1, width=6.4, height=4.2)
     ax = axes[0, 0]
+    d = data["depths"]
     for m, (label, color, style) in METHODS.items():
-        ax.plot(data["depths"], data["peak_mib"][m], style, color=color, label=label, ms=4)
+        vals = data["peak_mib"][m]
+        ax.plot(d, vals, style, color=color, ms=4,
+                label=f"{label}: slope {round(_slope(d, vals), 2) + 0.0:.2f}, {vals[-1]:.3g} MiB at {d[-1]}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(plt_null())
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xticks(d)
     ax.set_xlabel("depth (layers)")
-    ax.set_ylabel("peak memory of a training step (MiB)")
-    ax.set_title("Memory vs depth (batch 512, width 64, float32, CPU)")
-    ax.legend(fontsize=7)
+    ax.set_ylabel("peak memory of one training step (MiB)")
+    ax.set_title("Peak memory against depth: batch 512, width 64, float32, CPU\n"
+                 "(slope of log memory against log depth: 1 = linear, 0.5 = square root, 0 = flat)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=1, frameon=False)
+    fig.tight_layout()
     return fig
+
+
+def plt_null():
+    from matplotlib.ticker import NullFormatter
+
+    return NullFormatter()
 
 
 def numbers(data) -> dict:
@@ -56,5 +79,5 @@ def numbers(data) -> dict:
         "depths": d,
         "peak_mib": {m: [round(v, 2) for v in vals] for m, vals in data["peak_mib"].items()},
         "growth_last_over_first": {m: round(float(vals[-1] / max(vals[0], 1e-9)), 3) for m, vals in data["peak_mib"].items()},
-        "slope_loglog": {m: round(float(np.polyfit(np.log(d), np.log(np.maximum(vals, 1e-3)), 1)[0]), 3) for m, vals in data["peak_mib"].items()},
+        "slope_loglog": {m: round(_slope(d, vals), 3) for m, vals in data["peak_mib"].items()},
     }

@@ -31,15 +31,18 @@ def _scatter(ax, pts, labels):
 
 
 def plot(data):
+    from matplotlib.lines import Line2D
+
     models = data["models"]
-    fig, axes = new_figure(ncols=len(models) + 1, width=3.0, height=3.2)
+    fig, axes = new_figure(ncols=len(models) + 1, width=3.1, height=3.6, layout="constrained")
     first = next(iter(models.values()))
     labels = np.asarray(first["labels"])
     ax = axes[0, 0]
     _scatter(ax, np.asarray(first["x"]), labels)
-    ax.set_title("input", fontsize=9)
+    ax.set_title("input: the test points\n(inner ring vs outer ring)", fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
-    ax.legend(fontsize=7, loc="upper right", markerscale=2)
+    ax.set_xlabel("$x_1$ (input coordinate)")
+    ax.set_ylabel("$x_2$")
     for ax, (name, r) in zip(axes[0, 1:], models.items(), strict=True):
         z = np.asarray(r["z"])
         _scatter(ax, z, labels)
@@ -49,15 +52,25 @@ def plot(data):
         lo, hi = lo - pad, hi + pad
         if abs(w2) >= abs(w1):  # decision line w . z + b = 0
             xs = np.array([lo[0], hi[0]])
-            ax.plot(xs, -(w1 * xs + b) / w2, color="k", lw=1)
+            ax.plot(xs, -(w1 * xs + b) / w2, color="k", lw=1.2)
         else:
             ys = np.array([lo[1], hi[1]])
-            ax.plot(-(w2 * ys + b) / w1, ys, color="k", lw=1)
+            ax.plot(-(w2 * ys + b) / w1, ys, color="k", lw=1.2)
         ax.set_xlim(lo[0], hi[0])
         ax.set_ylim(lo[1], hi[1])
         ax.set_title(f"{LABELS[name]}\ntest accuracy {r['accuracy']:.3f}", color=COLORS[name],
                      fontsize=9)
-    fig.tight_layout()
+        ax.set_xlabel("$z_1$ (model output)")
+        ax.set_ylabel("$z_2$")
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=5, color=CLASS_COLORS[0], label="inner ring (class 0), test point"),
+        Line2D([], [], ls="", marker="o", ms=5, color=CLASS_COLORS[1], label="outer ring (class 1), test point"),
+        Line2D([], [], color="k", lw=1.2, label="linear classifier's decision line $w \\cdot z + b = 0$"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle("Nested rings: each model (15 layers over one shared $\\mathrm{Linear}(2,16)$-tanh-"
+                 "$\\mathrm{Linear}(16,2)$) maps the test points, then one linear classifier separates them",
+                 fontsize=10)
     return fig
 
 

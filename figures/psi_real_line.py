@@ -1,4 +1,4 @@
-"""psi_eps on the real line (THEORY.md section 3).
+"""psi_eps on the real line (docs/theory.md#psi-on-the-real-line).
 
 Left: ``psi_eps(lam)``, the time-1 map of ``eps x'' + x' = lam x`` (``x(0) = 1``, ``x'(0) = 0``),
 for several eps, with its minimum ``m_eps`` marked; ``eps = 0`` is ``exp``. Real eigenvalues of
@@ -26,38 +26,58 @@ def compute(quick: bool, seed: int) -> dict:
 
 
 def plot(data):
-    fig, axes = new_figure(ncols=2, width=4.6, height=3.5)
+    fig, axes = new_figure(ncols=2, width=4.8, height=3.7)
     ax = axes[0, 0]
     lam = np.array(data["lam"])
     cmap = ["#555555", "#17becf", "#2ca02c", "#d62728", "#9467bd"]
-    for c, color in zip(data["curves"], cmap, strict=True):
-        label = "eps = 0 (exp)" if c["eps"] == 0 else f"eps = {c['eps']:g}"
-        ax.plot(lam, c["psi"], color=color, lw=1.3, label=label)
+    styles = ["-", "--", "-", "-", "-"]
+    for c, color, ls in zip(data["curves"], cmap, styles, strict=True):
+        if c["eps"] == 0:
+            label = "$\\varepsilon = 0$: $e^\\lambda$"
+        else:
+            label = f"$\\varepsilon$ = {c['eps']:g}: $m_\\varepsilon$ = {c['m']:.3f}"
+        lw = 2.4 if c["eps"] == 0 else 1.3
+        ax.plot(lam, c["psi"], ls, color=color, lw=lw, label=label, alpha=0.8 if c["eps"] == 0 else 1)
         if c["eps"] > 0:
-            ax.plot([c["argmin"]], [c["m"]], "o", color=color, ms=5)
-            ax.annotate(f"m = {c['m']:.3f}", (c["argmin"], c["m"]), textcoords="offset points",
-                        xytext=(4, -11), fontsize=6.5, color=color)
+            ax.plot([c["argmin"]], [c["m"]], "o", color=color, ms=5, zorder=5)
     ax.axhline(0, color=COLORS["reference"], lw=0.6)
-    ax.axhline(-1, color=COLORS["reference"], lw=0.6, ls=":")
-    ax.set_ylim(-1.1, 3.0)
+    ax.axhline(-1, color=COLORS["reference"], lw=0.8, ls=":")
+    ax.text(-22, -1.03, "$-1$: a reflection's eigenvalue", fontsize=7, va="top", color=COLORS["reference"])
+    ax.set_ylim(-1.25, 3.0)
+    # eps = 0.1 hugs e^lambda (the gap is O(eps)): a zoom shows them apart
+    ins = ax.inset_axes([0.43, 0.47, 0.3, 0.28])
+    for c, color, ls in zip(data["curves"][:2], cmap[:2], styles[:2], strict=True):
+        ins.plot(lam, c["psi"], ls, color=color, lw=2.0 if c["eps"] == 0 else 1.3)
+    ins.axhline(0, color=COLORS["reference"], lw=0.6)
+    ins.set_xlim(-7, -1)
+    ins.set_ylim(-0.02, 0.06)
+    ins.tick_params(labelsize=6)
+    ins.set_title("zoom: $\\varepsilon$ = 0 vs 0.1", fontsize=7)
     ax.set_xlim(lam[0], lam[-1])
-    ax.set_xlabel("lambda (eigenvalue of theta)")
-    ax.set_ylabel("psi_eps(lambda)")
-    ax.set_title("time-1 map of eps x'' + x' = lambda x")
-    ax.legend(fontsize=7, loc="upper left")
+    ax.set_xlabel("$\\lambda$, eigenvalue of $\\theta$ (1/time)")
+    ax.set_ylabel("$\\psi_\\varepsilon(\\lambda)$, eigenvalue of the time-1 map")
+    ax.set_title("$\\psi_\\varepsilon$: time-1 map of $\\varepsilon x'' + x' = \\lambda x$, $x'(0) = 0$", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", title="dots: minima $m_\\varepsilon$", title_fontsize=7)
 
     ax = axes[0, 1]
     e = np.array(data["eps_grid"])
     a = 1 / (2 * e)
     ax.fill_between(e, -(1 + a) * np.exp(-a), -np.exp(-a), color=COLORS["momentum"], alpha=0.15,
-                    label="bounds -(1+a)e^-a, -e^-a")
-    ax.semilogx(e, data["m"], color=COLORS["momentum"], lw=1.5, label="m_eps = min psi_eps")
-    ax.axhline(-1, color=COLORS["reference"], lw=0.6, ls=":")
+                    label="bounds $-(1+a)e^{-a} < m_\\varepsilon \\leq -e^{-a}$, $a = 1/(2\\varepsilon)$")
+    ax.semilogx(e, data["m"], color=COLORS["momentum"], lw=1.5, label="$m_\\varepsilon = \\min_\\lambda \\psi_\\varepsilon(\\lambda)$")
+    one = [c for c in data["curves"] if c["eps"] == 1.0]
+    if one:
+        ax.plot([1.0], [one[0]["m"]], "o", color=COLORS["momentum"], ms=5)
+        ax.annotate(f"$m_1$ = {one[0]['m']:.6f}", (1.0, one[0]["m"]), xytext=(8, 6),
+                    textcoords="offset points", fontsize=8)
+    ax.axhline(-1, color=COLORS["reference"], lw=0.8, ls=":")
     ax.set_ylim(-1.05, 0.02)
-    ax.set_xlabel("eps")
-    ax.set_ylabel("m_eps")
-    ax.set_title("smallest reachable simple real eigenvalue")
+    ax.set_xlabel("$\\varepsilon$ (mass, time units)")
+    ax.set_ylabel("$m_\\varepsilon$")
+    ax.set_title("most negative reachable simple real eigenvalue: always $> -1$", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
+    fig.suptitle("Linear maps reachable by a second-order ODE: $\\psi_\\varepsilon$ on the real line",
+                 fontsize=11)
     fig.tight_layout()
     return fig
 

@@ -1,4 +1,4 @@
-"""Which eigenvalues Psi_eps(theta) can have, for real 2x2 theta (THEORY.md section 3).
+"""Which eigenvalues Psi_eps(theta) can have, for real 2x2 theta (docs/theory.md#reachable-linear-maps).
 
 Each panel scatters the eigenvalues of ``Psi_eps(theta)`` for many random real 2x2 ``theta``
 (half with entries ``N(0, s^2)`` plus a random multiple of ``I`` reaching past the trough of
@@ -55,33 +55,49 @@ def compute(quick: bool, seed: int) -> dict:
 
 
 def plot(data):
-    fig, axes = new_figure(ncols=len(data["panels"]), width=3.6, height=3.4)
+    from matplotlib.lines import Line2D
+
+    fig, axes = new_figure(ncols=len(data["panels"]), width=3.7, height=3.6)
+    c_cplx, c_ok, c_no = "#6a8caf", COLORS["revnet"], COLORS["momentum"]
     for ax, p in zip(axes[0], data["panels"], strict=True):
         keep = (np.abs(p["complex_re"]) < 3) & (np.abs(p["complex_im"]) < 2)
         ax.scatter(np.array(p["complex_re"])[keep], np.array(p["complex_im"])[keep], s=1.5,
-                   color=COLORS["neural_ode"] if p["eps"] == 0 else COLORS["second_order_ode"],
-                   alpha=0.25, lw=0, label="complex eigenvalues")
+                   color=c_cplx, alpha=0.3, lw=0, rasterized=True, zorder=1)
         r = np.array(p["real"])
         r = r[np.abs(r) < 3]
-        ax.scatter(r, np.zeros_like(r), s=4, color=COLORS["revnet"], lw=0,
-                   label="simple real eigenvalues")
         m = p["m"]
-        ax.plot([-3, m], [0, 0], color=COLORS["momentum"], lw=3, alpha=0.6,
-                label="simple real: unreachable")
-        ax.axvline(m, color=COLORS["momentum"], lw=0.8, ls="--")
-        ax.plot([-1], [0], "kx", ms=7, mew=1.5, label="-1 (reflection)")
+        # the real axis on top of the complex cloud: reachable [m, inf) green, unreachable red
+        ax.plot([-3, m], [0, 0], color=c_no, lw=4, solid_capstyle="butt", zorder=3)
+        ax.plot([m, 3], [0, 0], color=c_ok, lw=4, alpha=0.35, solid_capstyle="butt", zorder=3)
+        ax.scatter(r, np.zeros_like(r), s=6, color=c_ok, lw=0, zorder=4)
+        ax.axvline(m, color=c_no, lw=0.8, ls="--", zorder=2)
+        ax.plot([-1], [0], "kx", ms=8, mew=2, zorder=5)
         if p["eps"] > 0:
-            ax.plot([0.99 * m], [0], "k+", ms=8, mew=1.5, label="-c, scaled reflection")
-        title = "eps = 0 (ResNet / Neural ODE)" if p["eps"] == 0 else f"eps = {p['eps']:g}"
-        ax.set_title(f"{title}: m = {m:.3g}", fontsize=8)
+            ax.plot([0.99 * m], [0], "k+", ms=10, mew=2, zorder=5)
+        ax.annotate(f"$m_\\varepsilon$ = {m:.4g}", (m, 0), xytext=(m + 0.05, 1.35), fontsize=8,
+                    color=c_no, zorder=6)
+        if p["eps"] == 0:
+            title = "$\\varepsilon = 0$ (ResNet / Neural ODE limit)"
+        else:
+            title = f"$\\varepsilon$ = {p['eps']:g} (Momentum ResNet / 2nd-order ODE)"
+        ax.set_title(title, fontsize=9)
         ax.set_xlim(-1.6, 2.6)
         ax.set_ylim(-1.6, 1.6)
-        ax.set_xlabel("Re mu")
-        ax.set_ylabel("Im mu")
-    axes[0, -1].legend(fontsize=6, loc="lower left", markerscale=2)
-    fig.suptitle(f"eigenvalues mu of Psi_eps(theta), {data['n']} random real 2x2 theta per panel",
-                 fontsize=9)
-    fig.tight_layout()
+        ax.set_xlabel("Re $\\mu$ (dimensionless)")
+        ax.set_ylabel("Im $\\mu$")
+    handles = [
+        Line2D([], [], ls="", marker="o", ms=5, color=c_cplx, label="complex eigenvalues (sampled)"),
+        Line2D([], [], ls="", marker="o", ms=5, color=c_ok, label="simple real eigenvalues (sampled)"),
+        Line2D([], [], color=c_ok, lw=4, alpha=0.35, label="simple real: reachable, $\\mu \\geq m_\\varepsilon$"),
+        Line2D([], [], color=c_no, lw=4, label="simple real: unreachable, $\\mu < m_\\varepsilon$"),
+        Line2D([], [], ls="", marker="x", ms=8, mew=2, color="k", label="$-1$: a reflection (unreachable)"),
+        Line2D([], [], ls="", marker="+", ms=10, mew=2, color="k",
+               label="$0.99\\,m_\\varepsilon$: a scaled reflection (reachable)"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Which eigenvalues $\\mu$ can $\\Psi_\\varepsilon(\\theta)$ have? "
+                 f"{data['n']} random real 2$\\times$2 $\\theta$ per panel", fontsize=11)
+    fig.tight_layout(rect=(0, 0.11, 1, 1))
     return fig
 
 

@@ -80,7 +80,7 @@ def step_peak_bytes(step, device="cpu"):
     CUDA: ``torch.cuda.max_memory_allocated`` after a reset. CPU (Linux): the resident set's
     high-water mark ``VmHWM``, reset to the current RSS through ``/proc/self/clear_refs``; honest
     only when freed tensors leave the process (run it with ``MALLOC_MMAP_THRESHOLD_=65536``,
-    THEORY.md section 7). Without ``clear_refs``, the lifetime peak ``ru_maxrss`` is used (it may
+    docs/theory.md §7.1). Without ``clear_refs``, the lifetime peak ``ru_maxrss`` is used (it may
     include earlier peaks).
     """
     import resource

@@ -2,6 +2,10 @@
 
 ``figures``, ``verify`` and ``bench`` run the scripts of a source checkout (the folders
 ``figures/``, ``theory/`` and ``benchmarks/`` next to the package, which stay out of the wheel).
+Every command writes its outputs under the checkout's gitignored ``out/`` folder:
+``out/figures/`` (``secondorder figures``; ``--gallery`` rewrites the committed gallery in
+``figures/`` instead), ``out/theory/report.json`` (``secondorder verify``) and ``out/bench/``
+(``secondorder bench``). Usage errors exit with status 2.
 """
 
 from __future__ import annotations
@@ -12,10 +16,13 @@ import sys
 from pathlib import Path
 
 _COMMANDS = {
-    "figures": ("figures.__main__", "render the project's figures (PNG + PDF) and figures.json"),
+    "figures": ("figures.__main__", "render the project's figures (PNG + PDF) and figures.json into out/figures/"),
     "verify": ("theory.__main__", "run the theory verification scripts; non-zero exit on a failed claim"),
-    "bench": ("benchmarks.__main__", "run the memory / speed / solver benchmarks"),
+    "bench": ("benchmarks.__main__", "run the memory / speed / solvers / adjoint benchmarks (JSON into out/bench/)"),
 }
+
+#: where every command writes, relative to the checkout root (gitignored)
+OUT = "out"
 
 
 def _checkout_root() -> Path:
@@ -29,18 +36,32 @@ def _checkout_root() -> Path:
     return root
 
 
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="secondorder",
         description="Second-order (momentum) continuous-depth models. "
         "Run `secondorder COMMAND --help` for the options of a command.",
+        epilog="Outputs go to out/ at the root of the checkout (gitignored).",
     )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in _COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
-    if not argv or argv[0] in ("-h", "--help"):
+    return parser
+
+
+def _has_option(argv, name) -> bool:
+    return any(a == name or a.startswith(name + "=") for a in argv)
+
+
+def main(argv=None) -> int:
+    """Run ``secondorder ARGV``; return the exit status (0 ok, 1 failed claim, 2 usage error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    if not argv:  # no command: a usage error
+        parser.print_help(sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0
     if argv[0] == "--version":
@@ -54,8 +75,17 @@ def main(argv=None) -> int:
         return 2
     root = _checkout_root()
     sys.path.insert(0, str(root))
-    mod = importlib.import_module(_COMMANDS[argv[0]][0])
-    return int(mod.main(argv[1:]) or 0)
+    command, rest = argv[0], argv[1:]
+    if command == "verify" and not _has_option(rest, "--report") and not {"-h", "--help"} & set(rest):
+        (root / OUT / "theory").mkdir(parents=True, exist_ok=True)
+        rest = [*rest, "--report", str(root / OUT / "theory" / "report.json")]
+    mod = importlib.import_module(_COMMANDS[command][0])
+    try:
+        return int(mod.main(rest) or 0)
+    except SystemExit as exc:  # argparse's usage errors (status 2) and --help (status 0)
+        if isinstance(exc.code, int) or exc.code is None:
+            return int(exc.code or 0)
+        raise
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Data: families of random optimisation problems with their exact minimisers.
 
-Learning to optimize (THEORY.md section 5) trains a network to map a problem instance to its
+Learning to optimize (docs/theory.md §5.6) trains a network to map a problem instance to its
 minimiser. The instances come in batches: ``A`` of shape ``(n, m, d)``, ``b`` of shape ``(n, m)``,
 minimisers ``x_star`` of shape ``(n, d)``; every function below is batched over the leading ``n``.
 
@@ -130,7 +130,7 @@ def logistic_problems(n, d, seed=0, m=None, l2=LOGISTIC_L2, flip=0.1, dtype=torc
 
     Rows ``a_i`` of ``A`` are standard normal (``m = 2 d`` rows by default); labels
     ``b_i = sign(<a_i, w>)`` for a standard normal ``w``, each flipped with probability ``flip``.
-    The loss is :func:`logistic_loss` with weight ``l2 > 0``, strongly convex: the minimiser is
+    The loss is ``logistic_loss`` with weight ``l2 > 0``, strongly convex: the minimiser is
     unique. It is computed by damped Newton's method in float64 (step halved until the loss does not
     increase) until ``max_i ||grad L(x_i)|| <= tol`` (default ``1e-12``); a batch that does not
     reach it in 100 iterations raises ``RuntimeError``.

@@ -7,12 +7,12 @@ Momentum ResNet layer with ``gamma = 1 - h / eps``::
     x_{n+1} = x_n + v_{n+1}
 
 is, writing ``v_n = h * u_n``, the semi-implicit Euler step of ``x' = u``,
-``u' = (F(t, x) - u) / eps`` (THEORY.md section 2)::
+``u' = (F(t, x) - u) / eps`` (docs/theory.md §2.2)::
 
     u_{n+1} = u_n + h * (F(t_n, x_n) - u_n) / eps
     x_{n+1} = x_n + h * u_{n+1}
 
-so the network converges to :class:`~secondorder.SecondOrderODE` at order 1 as the depth grows,
+so the network converges to ``secondorder.SecondOrderODE`` at order 1 as the depth grows,
 with ``v_N / h -> x'(t1)``. The network's initial velocity is ``h`` times the ODE's:
 ``net(x0, v0=h * ode_v0)``. ``gamma = 0`` (``h == eps``, or ``eps == 0`` at any depth) is
 forward Euler for ``x' = F`` (a ResNet).
@@ -80,10 +80,10 @@ def gamma_from_eps(eps, depth, t1=1.0) -> float:
 
 
 def eps_from_gamma(gamma, depth, t1=1.0) -> float:
-    """``eps = h / (1 - gamma) = t1 / (depth * (1 - gamma))``, the inverse of :func:`gamma_from_eps`.
+    """``eps = h / (1 - gamma) = t1 / (depth * (1 - gamma))``, the inverse of ``gamma_from_eps``.
 
     ``gamma == 0`` gives ``eps = h``; note that ``gamma == 0`` is also forward Euler for the
-    first-order model (``eps == 0``), see :func:`to_ode`. ``gamma == 1`` has no ODE (``eps``
+    first-order model (``eps == 0``), see ``to_ode``. ``gamma == 1`` has no ODE (``eps``
     would be infinite) and raises ``ValueError``.
     """
     gamma, depth, t1 = check_gamma(gamma), _check_depth(depth), _check_t1(t1)
@@ -128,7 +128,7 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
     parameters), ``h = t1 / depth``, ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps``
     (0 for ``eps == 0``: forward Euler). A learnable ``eps`` (``nn.Parameter``) gives a new
     learnable ``gamma`` initialised at that value (not tied to ``eps``). ``backward`` (and any
-    other keyword, e.g. ``init_velocity``) goes to :class:`~secondorder.MomentumResNet`;
+    other keyword, e.g. ``init_velocity``) goes to ``secondorder.MomentumResNet``;
     ``backward="exact"`` gives gradients of the discretized ODE at memory independent of depth.
 
     Raises ``ValueError`` if ``t1 / depth > eps`` (naming the minimum depth ``ceil(t1/eps)``).
@@ -147,15 +147,15 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
 
 
 def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
-    """The :class:`~secondorder.SecondOrderODE` that ``net`` (made by :func:`discretize`) steps.
+    """The ``secondorder.SecondOrderODE`` that ``net`` (made by ``discretize``) steps.
 
-    Needs every residual function to be a :class:`StepFunction` around one and the same ``F``
+    Needs every residual function to be a ``StepFunction`` around one and the same ``F``
     with ``t_n = n * t1/depth`` and ``h = t1/depth``. ``eps = eps_from_gamma(gamma, depth, t1)``,
-    except ``gamma == 0`` (and a :class:`~secondorder.ResNet`), which give the first-order model
+    except ``gamma == 0`` (and a ``secondorder.ResNet``), which give the first-order model
     ``eps = 0``: at this depth ``eps = h`` and ``eps = 0`` step to the same network (forward
     Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A learnable
     ``gamma`` gives a learnable ``eps`` (a new ``nn.Parameter``, not tied). ``ode_kwargs``
-    (``method``, ``rtol``, ...) go to :class:`~secondorder.SecondOrderODE`.
+    (``method``, ``rtol``, ...) go to ``secondorder.SecondOrderODE``.
     """
     if not isinstance(net, (MomentumResNet, ResNet)):
         raise TypeError(f"net must be a MomentumResNet or ResNet, got {type(net).__name__}.")

@@ -1,16 +1,16 @@
-"""Which linear maps a second-order model can represent (THEORY.md section 3).
+"""Which linear maps a second-order model can represent (docs/theory.md §3).
 
 With a constant linear residual function ``F(x) = theta x`` the second-order ODE
 ``eps x'' + x' = theta x``, ``x(0) = x0``, ``x'(0) = 0`` maps ``x0`` to
 ``x(t1) = Psi(theta, eps, t1) x0``, where ``Psi`` is the primary matrix function of the entire
-scalar function :func:`psi`. ``eps = 0`` is the Neural ODE / ResNet limit, ``Psi = expm(t1 theta)``.
+scalar function ``psi``. ``eps = 0`` is the Neural ODE / ResNet limit, ``Psi = expm(t1 theta)``.
 
 Public functions:
 
-- :func:`psi` the scalar map, :func:`Psi` the matrix map (numpy or torch in, same kind out);
-- :func:`m_eps` the minimum of ``psi`` on the real line and where it is attained;
-- :func:`represent` a real ``theta`` with ``Psi(theta) = D`` (or ``c D``, ``scale="auto"``);
-- :func:`is_representable` the criterion; :class:`NotRepresentableError` says why not.
+- ``psi`` the scalar map, ``Psi`` the matrix map (numpy or torch in, same kind out);
+- ``m_eps`` the minimum of ``psi`` on the real line and where it is attained;
+- ``represent`` a real ``theta`` with ``Psi(theta) = D`` (or ``c D``, ``scale="auto"``);
+- ``is_representable`` the criterion; ``NotRepresentableError`` says why not.
 
 Time scaling: substituting ``t = t1 tau`` gives ``(eps/t1) y'' + y' = (t1 theta) y`` for
 ``y(tau) = x(t1 tau)``, so ``psi(lam, eps, t1) = psi(t1 lam, eps/t1, 1)``.
@@ -104,7 +104,7 @@ def psi(lam, eps, t1=1.0):
     ``psi = e^{-a} (cosh(a s) + sinh(a s)/s)``, ``s = sqrt(1 + 4 eps lam)``, ``a = 1/(2 eps)``
     at ``t1 = 1``; ``psi(lam, eps, t1) = psi(t1 lam, eps/t1, 1)``; ``eps = 0`` gives
     ``exp(t1 lam)``. Evaluated without overflow for tiny and huge ``eps`` (see
-    :func:`_psi_unit`).
+    ``_psi_unit``).
 
     Args:
         lam: real or complex number, numpy array or torch tensor (any shape).
@@ -233,14 +233,14 @@ def _Psi_eig(theta, eps, xp):
 def Psi(theta, eps, t1=1.0):
     """The time-``t1`` map of ``eps x'' + x' = theta x``, ``x'(0) = 0``: ``x(t1) = Psi x(0)``.
 
-    ``Psi`` is the primary matrix function of :func:`psi`; ``eps = 0`` gives ``expm(t1 theta)``.
+    ``Psi`` is the primary matrix function of ``psi``; ``eps = 0`` gives ``expm(t1 theta)``.
     Any square ``theta`` (non-diagonalizable included), batched over leading dimensions.
-    With ``eps' = eps/t1``, ``theta' = t1 theta`` (the scaling of :func:`psi`):
+    With ``eps' = eps/t1``, ``theta' = t1 theta`` (the scaling of ``psi``):
 
     - ``eps' >= 1e-2``, or ``4 eps' |theta'|_1 > 1/2`` with an ill-conditioned eigenbasis: top-left
       block of ``expm([[0, I], [theta'/eps', -I/eps']])`` (the first-order system);
     - ``eps' < 1e-2`` and ``4 eps' |theta'|_1 <= 1/2`` (stiff): the scaled closed form of
-      :func:`_Psi_stiff` (square root of ``I + 4 eps' theta'``, no ``1/eps`` in an exponential);
+      ``_Psi_stiff`` (square root of ``I + 4 eps' theta'``, no ``1/eps`` in an exponential);
     - otherwise ``V diag(psi(w)) V^-1``.
 
     Args:
@@ -474,12 +474,12 @@ def _cluster_schur(D, mu, mult):
 def _jordan_blocks(D, mu, mult, scale, rtol=1e-7):
     """Sizes ``{size: count}`` of the Jordan blocks of the real eigenvalue cluster at ``mu``
     (``mult`` eigenvalues of ``D``), read on the cluster's own invariant subspace only: with
-    ``T11`` from :func:`_cluster_schur` and ``A = T11 - mu I`` (``mult x mult``), the rank of
+    ``T11`` from ``_cluster_schur`` and ``A = T11 - mu I`` (``mult x mult``), the rank of
     ``A^k`` counts singular values above ``rtol scale^k mult``; the number of blocks of size
     ``>= k`` is ``rank A^(k-1) - rank A^k``. Other eigenvalues, however close, are not in
     ``T11`` and cannot enter the null spaces. ``{}`` when the cluster cannot be separated; the
     ladder can still be inconsistent (a count <= 0 or sizes not summing to ``mult``: see
-    :func:`_blocks_ok`) when the cluster's own eigenvalues are spread by more than rounding."""
+    ``_blocks_ok``) when the cluster's own eigenvalues are spread by more than rounding."""
     sch = _cluster_schur(D, mu, mult)
     if sch is None:
         return {}
@@ -502,7 +502,7 @@ def _jordan_blocks(D, mu, mult, scale, rtol=1e-7):
 
 
 def _blocks_ok(blocks, mult):
-    """Whether the rank ladder of :func:`_jordan_blocks` gave a Jordan structure of ``mult``."""
+    """Whether the rank ladder of ``_jordan_blocks`` gave a Jordan structure of ``mult``."""
     return bool(blocks) and min(blocks.values()) > 0 and sum(
         k * n for k, n in blocks.items()
     ) == mult
@@ -517,7 +517,7 @@ def _merge_defective(D, w, clusters, tol, scale):
     linkage at radii ``r`` growing geometrically (factor 2) from ``2e-6 |D|`` to ``1e-2 |D|``;
     a group of several pieces, one of them non-real (``|Im| > 1e-10 |D|``) or inconsistent
     and not yet merged, with a real mean ``c``, is merged when the rank ladder of
-    ``T11 - c I`` on the group's own invariant subspace (:func:`_jordan_blocks`) at a
+    ``T11 - c I`` on the group's own invariant subspace (``_jordan_blocks``) at a
     rounding-level threshold (``1e-14``; the zero singular values of a true Jordan pair measure
     ``~1e-16 |D|^k`` in bases of condition number up to 20) is a consistent Jordan structure of
     the whole group.
@@ -526,7 +526,7 @@ def _merge_defective(D, w, clusters, tol, scale):
     at a smaller radius stands. Groups of real, consistent pieces are left alone. Only
     approximate: a neighbour whose distance is comparable to the rounding spread of the block
     (``delta`` of ``~1e-5`` next to a pair of size-3 blocks) cannot be told from it: the pieces
-    stay unmerged, and :func:`_analyse` raises RuntimeError when that leaves a negative
+    stay unmerged, and ``_analyse`` raises RuntimeError when that leaves a negative
     eigenvalue with an impossible ladder or an odd block count next to non-real pieces; a wrong
     merge that passes every check is not excluded in principle."""
     if len(clusters) < 2:
@@ -564,8 +564,8 @@ def _merge_defective(D, w, clusters, tol, scale):
 
 def _analyse(D, eps, merge=True):
     """Eigenvalue clusters of ``D`` with their classification; list of problems (strings).
-    ``merge=False`` skips :func:`_merge_defective` (for the deliberately perturbed, nearly
-    defective starting matrices of :func:`_construct`)."""
+    ``merge=False`` skips ``_merge_defective`` (for the deliberately perturbed, nearly
+    defective starting matrices of ``_construct``)."""
     scale = _scale(D)
     w = np.linalg.eigvals(D) if D.size else np.zeros(0, complex)
     tol = 1e-6 * scale
@@ -650,7 +650,7 @@ def _fmt_blocks(blocks):
 
 
 def is_representable(D, eps, t1=1.0):
-    """Whether ``D = Psi(theta, eps, t1)`` for some real ``theta`` (the criterion of THEORY.md 3).
+    """Whether ``D = Psi(theta, eps, t1)`` for some real ``theta`` (the criterion of docs/theory.md §3.3).
 
     - ``eps = 0`` (Culver 1966, real logarithm): ``D`` nonsingular and every Jordan block of a
       negative eigenvalue occurs an even number of times. Exact.
@@ -661,16 +661,16 @@ def is_representable(D, eps, t1=1.0):
       diagonalizable ``D`` with simple real eigenvalues is representable iff all are
       ``>= m_eps``). For Jordan blocks on complex eigenvalues, or paired ones on real eigenvalues
       at or below ``m_eps``, sufficiency also needs a (non-real) preimage ``lam`` with
-      ``psi'(lam) != 0``, which :func:`represent` finds in practice (then ``psi`` is locally
+      ``psi'(lam) != 0``, which ``represent`` finds in practice (then ``psi`` is locally
       invertible at ``lam`` and the Jordan block lifts to one of ``theta``).
 
     Numerically: eigenvalues within ``1e-6 max(1, |D|_max)`` are one cluster and its Jordan
     structure comes from ranks of powers of ``T11 - mu I`` with a relative threshold ``1e-7``,
     ``T11`` the restriction of ``D`` to the cluster's own invariant subspace (reordered real
-    Schur form, :func:`_jordan_blocks`), so other eigenvalues, however close, do not enter the
+    Schur form, ``_jordan_blocks``), so other eigenvalues, however close, do not enter the
     ranks; the pieces of a real defective eigenvalue that rounding spreads further
     (``~(1e-16 cond)^(1/k)`` for a block of size ``k``) are merged back when the rank ladder
-    at their mean is consistent at a rounding-level threshold (:func:`_merge_defective`).
+    at their mean is consistent at a rounding-level threshold (``_merge_defective``).
     The answer is decided when no eigenvalue is within the tolerance of a bound (``0`` or
     ``m_eps``) and the clusters are separated by more than the rounding spread of their
     blocks. Where the structure of a negative eigenvalue is ill-posed (an impossible rank
@@ -789,7 +789,7 @@ def _trough_preimage(mu, eps):
     for ``mu = m_eps``, whose preimage ``lam*`` on the first trough is a critical point).
 
     The second trough ``lam2 = -1/(4 eps) - eps phi^2`` has ``phi`` solving the trough equation
-    of :func:`m_eps` on ``[3 pi, 7 pi/2]``; there
+    of ``m_eps`` on ``[3 pi, 7 pi/2]``; there
     ``psi ~ m2 + psi''/2 (lam - lam2)^2`` with ``m2 > m_eps``, so Newton starts at
     ``lam2 + i sqrt(2 (m2 - mu)/psi'')``. ``None`` if that fails."""
     if eps == 0:
@@ -812,7 +812,7 @@ def _trough_preimage(mu, eps):
 
 def _paired_preimage(mu, eps, h):
     """The non-real preimage ``lam`` of the real ``mu`` used for paired Jordan blocks of
-    ``mu I + h N``: of :func:`_complex_preimage` and :func:`_trough_preimage`, the one with the
+    ``mu I + h N``: of ``_complex_preimage`` and ``_trough_preimage``, the one with the
     smaller ``|lam| + h/|psi'(lam)|`` (the size of ``Theta_c = lam I + h N/psi'(lam) + ...``).
     ``None`` if neither has ``psi'(lam) != 0``."""
     best, size = None, math.inf
@@ -849,7 +849,7 @@ def _pair_block(lam, k, h, eps):
     ``k x k`` upper shift, ``mu = psi(lam)`` real, ``lam`` non-real with ``psi'(lam) != 0``).
 
     ``Theta_c = lam I + X``, ``X = sum_j c_j h^j N^j``, where ``c`` reverts the Taylor series of
-    ``psi`` at ``lam`` (:func:`_series_inverse`); the Taylor coefficients
+    ``psi`` at ``lam`` (``_series_inverse``); the Taylor coefficients
     ``a_j = psi^(j)(lam)/j!`` are the first row of ``Psi(lam I + N)`` (the primary function of a
     Jordan block). Then ``Psi(Theta_c) = mu I + h N`` is real, and the realification
     ``T = [[Re Theta_c, -Im Theta_c], [Im Theta_c, Re Theta_c]]`` of ``Theta_c (+) conj(Theta_c)``
@@ -901,21 +901,21 @@ def _jordan_chains(N, blocks):
 
 def _construct_paired(D, eps, e):
     """``theta`` for ``D`` with a real eigenvalue ``mu`` at or below ``m_eps`` that has Jordan
-    blocks of size >= 2 (entry ``e`` of :func:`_analyse`; the criterion has passed, so each
+    blocks of size >= 2 (entry ``e`` of ``_analyse``; the criterion has passed, so each
     block size occurs an even number of times, except size 1 at ``mu = m_eps``).
 
     1. Split ``D S = S diag(A, B)``: real Schur form ``Z^T D Z = [[T11, T12], [0, T22]]``
        reordered so that ``T11`` carries the ``n`` eigenvalues of the cluster
-       (:func:`_cluster_schur`), ``X`` solving ``T11 X - X T22 = -T12`` and
+       (``_cluster_schur``), ``X`` solving ``T11 X - X T22 = -T12`` and
        ``S = Z [[I, X], [0, I]]``, so ``A = T11``, ``B = T22``; a neighbouring eigenvalue only
        affects ``X`` through the separation of ``T11`` and ``T22``.
-    2. Jordan chains of ``N = A - mu I`` (:func:`_jordan_chains`), scaled by ``h = |N|_2``:
+    2. Jordan chains of ``N = A - mu I`` (``_jordan_chains``), scaled by ``h = |N|_2``:
        in the basis ``E`` (chain ``v``: columns ``N^{k-1} v / h^{k-1}, ..., v``),
        ``E^-1 A E = mu I + h (shift)``.
-    3. Chains of equal length in pairs: the real block of :func:`_pair_block` for a non-real
+    3. Chains of equal length in pairs: the real block of ``_pair_block`` for a non-real
        preimage ``lam`` of ``mu`` (``psi'(lam) != 0``); each chain of length 1 at
        ``mu = m_eps`` gets the real trough ``lam*``.
-    4. ``B`` recursively by :func:`_construct`;
+    4. ``B`` recursively by ``_construct``;
        ``theta = S diag(E T E^-1, theta_B) S^-1``.
     Returns ``None`` when the cluster cannot be reordered apart, a basis is ill-conditioned
     (cond > 1e8) or the splitting is not invariant to ``1e-8 |D|``."""
@@ -1052,7 +1052,7 @@ def represent(D, eps, t1=1.0, scale=None):
     realification ``[[Re Theta_c, -Im Theta_c], [Im Theta_c, Re Theta_c]]`` of
     ``Theta_c = lam I + X`` with ``psi(lam) = mu`` non-real, ``psi'(lam) != 0`` and ``X`` a
     polynomial in the shift solving ``Psi(Theta_c) = J`` exactly (reverted Taylor series of
-    ``psi`` at ``lam``); ``B`` is handled recursively (:func:`_construct_paired`). Any other
+    ``psi`` at ``lam``); ``B`` is handled recursively (``_construct_paired``). Any other
     non-diagonalizable ``D`` starts from a ``1e-7`` perturbation (sparing the eigenspaces at or
     below ``m_eps``) and is refined by Newton on ``Psi(theta) = D``; so are eigenvalues closer
     than the cluster tolerance ``1e-6 max(1, |D|_max)``.
@@ -1061,7 +1061,7 @@ def represent(D, eps, t1=1.0, scale=None):
 
     Nearly defective input: eigenvalues within the cluster tolerance count as one eigenvalue and
     the Jordan structure comes from rank decisions at ``1e-7`` on the cluster's own invariant
-    subspace (:func:`is_representable`); the generalized eigenspace is split off by a reordered
+    subspace (``is_representable``); the generalized eigenspace is split off by a reordered
     Schur form and a Sylvester solve, so a distinct eigenvalue ``1e-4 |D|`` or more away (tested
     down to ``delta = 1e-4`` next to a pair of 2x2 blocks; ``1e-5`` works in the cases tried) no
     longer disturbs the split. A
@@ -1071,7 +1071,7 @@ def represent(D, eps, t1=1.0, scale=None):
     the residual check or raises RuntimeError. Jordan blocks of size ``k >= 3`` in a general
     basis have computed eigenvalues spread by ``~(1e-16 cond)^(1/k)``, beyond the cluster
     tolerance; the pieces are merged back by the rank ladder at their mean
-    (:func:`_merge_defective`). A distinct eigenvalue within that rounding spread of such a
+    (``_merge_defective``). A distinct eigenvalue within that rounding spread of such a
     block (e.g. ``~1e-5`` from a pair of 3x3 blocks) cannot be told from it: then the analysis
     raises RuntimeError (ill-posed) or the residual check does, rather than return a wrong
     ``theta``; a merge that is wrong yet passes both checks is not excluded in principle.
@@ -1093,7 +1093,7 @@ def represent(D, eps, t1=1.0, scale=None):
         NotImplementedError: no diagonalizable starting point near a non-diagonalizable ``D``
             off the paired route (not seen in the tests; kept as a guard).
         RuntimeError: the residual check fails (ill-conditioned ``D`` or basis), or the Jordan
-            structure of a negative eigenvalue is ill-posed (see :func:`is_representable`).
+            structure of a negative eigenvalue is ill-posed (see ``is_representable``).
     """
     eps = check_eps(eps)
     t1 = _t1(t1)

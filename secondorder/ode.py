@@ -139,7 +139,7 @@ class _Field(nn.Module):
 
 
 class _ODE(nn.Module):
-    """Shared solver plumbing of :class:`NeuralODE` and :class:`SecondOrderODE` (not public)."""
+    """Shared solver plumbing of ``NeuralODE`` and ``SecondOrderODE`` (not public)."""
 
     def __init__(self, F, eps, t1, method, rtol, atol, adjoint, options):
         super().__init__()
@@ -293,13 +293,13 @@ class NeuralODE(_ODE):
 class SecondOrderODE(_ODE):
     """Second-order neural ODE ``eps * x'' + x' = F(t, x)``, ``x'(0) = v0``, on ``[0, t1]``.
 
-    Solved as ``x' = u``, ``u' = (F(t, x) - u) / eps``; ``eps == 0`` is :class:`NeuralODE`.
+    Solved as ``x' = u``, ``u' = (F(t, x) - u) / eps``; ``eps == 0`` is ``NeuralODE``.
     ``eps`` may be an ``nn.Parameter`` (learnable, must be > 0; it gets gradients, also with
-    ``adjoint=True``). Other arguments as in :class:`NeuralODE`.
+    ``adjoint=True``). Other arguments as in ``NeuralODE``.
 
     ``model(x0, v0=None)`` returns ``x(t1)``; ``model.trajectory(x0, t, v0=None)`` returns
     ``(x(t), x'(t))``. This is the continuous limit of a Momentum ResNet with
-    ``gamma = 1 - h/eps``, ``h = t1/depth`` (see :func:`secondorder.discretize`).
+    ``gamma = 1 - h/eps``, ``h = t1/depth`` (see ``secondorder.discretize``).
     """
 
     def __init__(self, F, eps=1.0, t1=1.0, method="dopri5", rtol=1e-6, atol=1e-8,

@@ -25,7 +25,7 @@ def momentum_step(x, v, fx, gamma):
 
 
 def momentum_inverse(x, v, f, gamma):
-    """Inverse of :func:`momentum_step` given the layer's function ``f``::
+    """Inverse of ``momentum_step`` given the layer's function ``f``::
 
         x_n = x_{n+1} - v_{n+1}
         v_n = (v_{n+1} - (1 - gamma) * f(x_n)) / gamma        (needs gamma > 0)
@@ -45,7 +45,7 @@ def coupling_step(x1, x2, F, G):
 
 
 def coupling_inverse(y1, y2, F, G):
-    """Inverse of :func:`coupling_step`: ``x2 = y2 - G(y1)``, ``x1 = y1 - F(x2)``."""
+    """Inverse of ``coupling_step``: ``x2 = y2 - G(y1)``, ``x1 = y1 - F(x2)``."""
     x2 = y2 - G(y1)
     x1 = y1 - F(x2)
     return x1, x2

@@ -19,6 +19,44 @@ def test_help_lists_subcommands(capsys):
         assert cmd in out
 
 
+def test_bare_command_is_a_usage_error(capsys):
+    assert main([]) == 2
+    captured = capsys.readouterr()
+    assert "usage: secondorder" in captured.err and captured.out == ""
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["figures", "--no-such-option"]) == 2
+    assert main(["bench"]) == 2
+    assert "usage: secondorder bench" in capsys.readouterr().err
+    assert main(["bench", "nope"]) == 2
+
+
+def test_subcommand_help_names_itself():
+    """`secondorder X --help` says `secondorder X` (not `python -m ...`) and lists its options."""
+    for cmd, options in (("figures", ("--quick", "--seed", "--gallery", "--out")),
+                         ("verify", ("--quick", "--seed", "--report")),
+                         ("bench", ("memory", "speed", "adjoint", "solvers", "--quick", "--seed", "--out", "--device"))):
+        out = subprocess.run([sys.executable, "-m", "secondorder", cmd, "--help"], capture_output=True, text=True, cwd=ROOT)
+        assert out.returncode == 0, out.stderr
+        assert f"usage: secondorder {cmd}" in out.stdout
+        assert "python -m" not in out.stdout.split("\n")[0]
+        for opt in options:
+            assert opt in out.stdout, (cmd, opt)
+
+
+def test_outputs_go_under_out(tmp_path):
+    """Default output places: out/figures, out/bench, out/theory (all under the gitignored out/)."""
+    from benchmarks.__main__ import default_out
+    from figures.__main__ import DEFAULT_OUT, GALLERY
+
+    assert DEFAULT_OUT == ROOT / "out" / "figures" and GALLERY == ROOT / "figures"
+    assert default_out("adjoint", ["--quick"]) == ROOT / "out" / "bench" / "adjoint_quick.json"
+    assert default_out("memory", ["--device", "cuda"]) == ROOT / "out" / "bench" / "memory_cuda.json"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "out/figures/x.png"], cwd=ROOT)
+    assert ignored.returncode == 0, "out/ must be gitignored"
+
+
 def test_unknown_command(capsys):
     assert main(["frobnicate"]) == 2
     assert "unknown command 'frobnicate'" in capsys.readouterr().err
@@ -27,13 +65,6 @@ def test_unknown_command(capsys):
 def test_bench_lists_benchmarks(capsys):
     assert main(["bench", "--help"]) == 0
     assert "memory" in capsys.readouterr().out
-
-
-def test_subcommand_help_has_quick_and_seed():
-    for cmd in ("figures", "verify"):
-        out = subprocess.run([sys.executable, "-m", "secondorder", cmd, "--help"], capture_output=True, text=True, cwd=ROOT)
-        assert out.returncode == 0, out.stderr
-        assert "--quick" in out.stdout and "--seed" in out.stdout
 
 
 def test_unknown_names_are_rejected():
@@ -75,3 +106,20 @@ def test_figures_manifest_is_merged_and_atomic(tmp_path, monkeypatch):
     first = (out / "tiny.png").read_bytes()
     render(["tiny"], quick=True, out=out, seed=3, progress=False)
     assert (out / "tiny.png").read_bytes() == first
+
+
+def test_figures_output_is_clean_when_redirected(tmp_path):
+    """Off a terminal: no progress-bar escape codes, one progress line per figure, and the
+    numbers of each figure printed as complete JSON (not cut mid-key)."""
+    out = subprocess.run([sys.executable, "-m", "secondorder", "figures", "phase_space", "--quick",
+                          "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stderr and "\x1b[" not in out.stderr
+    assert "[1/1] phase_space" in out.stderr
+    numbers = json.loads(out.stdout.splitlines()[1])
+    assert numbers["turning_points_of_x0_to_xN"] > 0 and numbers["first_order_flow_monotone"] is True
+    # bars inside the figure scripts (training loops) are silenced too
+    code = ("import sys; sys.path.insert(0, '.'); from figures.__main__ import _quiet_bars; _quiet_bars(); "
+            "from tqdm.auto import tqdm; [None for _ in tqdm(range(3), desc='inner', leave=False)]")
+    inner = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert inner.returncode == 0 and inner.stderr == "", inner.stderr

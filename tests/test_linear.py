@@ -1,4 +1,4 @@
-"""secondorder.linear: psi, Psi, m_eps, represent, is_representable (THEORY.md section 3)."""
+"""secondorder.linear: psi, Psi, m_eps, represent, is_representable (docs/theory.md §3)."""
 
 import math
 
@@ -185,7 +185,7 @@ def test_Psi_errors():
 
 def test_m_eps_sanity_value_and_bounds():
     m, lam = m_eps(1.0)
-    # THEORY.md gives 6 significant digits
+    # docs/theory.md §3.2 gives 6 significant digits
     assert m == pytest.approx(-0.613499, abs=5e-7)
     assert lam == pytest.approx(-11.0478, abs=5e-5)
     assert m_eps(0.0) == (0.0, -math.inf)

@@ -47,7 +47,7 @@ def rel_err(gs, ref):
 
 # -- forward rules -------------------------------------------------------------------------------
 def test_linear_momentum_matches_matrix_power():
-    # THEORY.md section 2: f_n(x) = h lam x  =>  (x_N, v_N) = M^N (x_0, 0), M = [[1+c, g], [c, g]]
+    # docs/theory.md §2.5: f_n(x) = h lam x  =>  (x_N, v_N) = M^N (x_0, 0), M = [[1+c, g], [c, g]]
     N, lam, gamma = 37, -1.7, 0.8
     h = 1.0 / N
     fs = [Scale(h * lam) for _ in range(N)]
@@ -122,7 +122,7 @@ def test_exact_gradients_match_autograd_deep_float32(gamma):
 
 
 def test_exact_float32_where_float_fails():
-    # THEORY.md section 6: the float inverse loses 1/gamma per layer: 0.9**-1000 ~ 1e46 >> 1/eps32
+    # docs/theory.md §6.2: the float inverse loses 1/gamma per layer: 0.9**-1000 ~ 1e46 >> 1/eps32
     depth, gamma = 1000, 0.9
     fs = mlp_functions(depth, d=4, h=8, dtype=torch.float32, scale=0.3)
     x = torch.randn(3, 4)

@@ -40,3 +40,20 @@ def test_tutorial_runs(monkeypatch):
                 pytest.fail(f"tutorial block {i + 1} raised {type(exc).__name__}: {exc}\n{body}")
     finally:
         torch.set_default_dtype(dtype)
+
+
+def test_tutorial_teaches_in_order():
+    """The sections come in the teaching order of issue 13, with 4-6 exercises, each with a
+    worked solution, and every inline figure exists in the committed gallery."""
+    text = TUTORIAL.read_text()
+    heads = [h.lower() for h in re.findall(r"^## (.*)$", text, re.M)]
+    order = ["euler step", "momentum", "expressivity", "linear maps", "heavy ball", "memory", "exercises"]
+    pos = [next(i for i, h in enumerate(heads) if key in h) for key in order]
+    assert pos == sorted(pos), heads
+    exercises = re.findall(r"^\*\*Exercise \d+", text, re.M)
+    assert 4 <= len(exercises) <= 6
+    assert text.count("<summary>Solution</summary>") == len(exercises)
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert len(images) >= 4
+    for rel in images:
+        assert (TUTORIAL.parent / rel).resolve().is_file(), rel

@@ -1,4 +1,4 @@
-"""Executable versions of the claims in THEORY.md.
+"""Executable versions of the claims in docs/theory.md.
 
 Each module ``theory/<name>.py`` registered in :data:`SCRIPTS` defines
 ``run(quick: bool, seed: int) -> list[Claim]``. ``python -m theory`` runs them.

@@ -18,11 +18,16 @@ from theory._claim import Claim
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m theory", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="secondorder verify",
+        description="Run the theory verification scripts (also `python -m theory`): one line per "
+        "claim of docs/theory.md (measured, expected, PASS/FAIL), a JSON report, exit 1 on a failed claim.",
+    )
     p.add_argument("names", nargs="*", metavar="NAME", help=f"scripts to run (default: all): {', '.join(SCRIPTS)}")
     p.add_argument("--quick", action="store_true", help="small sizes, for CI and a first look")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--report", default="theory_report.json", help="JSON report path (default theory_report.json)")
+    p.add_argument("--report", default="theory_report.json", help="JSON report path (default: out/theory/report.json under `secondorder verify`, "
+                   "theory_report.json under `python -m theory`)")
     return p
 
 

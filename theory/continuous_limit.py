@@ -1,4 +1,4 @@
-"""THEORY.md section 2: Momentum ResNets are order-1 discretizations of second-order ODEs.
+"""docs/theory.md §2: Momentum ResNets are order-1 discretizations of second-order ODEs.
 
 Checks, in float64:
 

@@ -1,4 +1,4 @@
-"""THEORY.md section 4: first-order flows cannot cross, second-order ones can.
+"""docs/theory.md §4: first-order flows cannot cross, second-order ones can.
 
 A first-order flow ``x' = F(x)`` is a homeomorphism isotopic to the identity; in 1-D it is an
 increasing map, so its trajectories never cross and it cannot fit ``x -> -x**3``. A second-order
@@ -15,7 +15,7 @@ initial weights and are the same dynamics at four levels of discretization:
 - ``second_order_ode``: ``EPS x'' + x' = F(x)``, ``x'(0) = 0``, on ``[0, T1]``;
 
 with ``F = f / h``, ``h = T1 / DEPTH`` (so the ResNet is forward Euler of the Neural ODE) and the
-mapping of THEORY.md section 2, ``EPS = T1 / (DEPTH (1 - GAMMA)) = 20/3`` (so the Momentum ResNet
+mapping of docs/theory.md §2.2, ``EPS = T1 / (DEPTH (1 - GAMMA)) = 20/3`` (so the Momentum ResNet
 is the semi-implicit Euler discretization of the second-order ODE with ``v_n = h x'(t_n)``).
 
 The bound is checked on a finite sample, exactly: for points ``x_1 < ... < x_n`` with targets
@@ -57,7 +57,7 @@ DEPTH = 15
 GAMMA = 0.99
 T1 = 1.0
 H = T1 / DEPTH
-EPS = T1 / (DEPTH * (1 - GAMMA))  # THEORY.md section 2: gamma = 1 - h/eps
+EPS = T1 / (DEPTH * (1 - GAMMA))  # docs/theory.md §2.2: gamma = 1 - h/eps
 HIDDEN = 16
 DTYPE = torch.float64  # float64: order checks between close points are not decided by rounding
 # momentum's MSE must be below this fraction of the isotonic bound ("well below", about 0.014)

@@ -1,4 +1,4 @@
-"""THEORY.md section 5: Momentum ResNets can converge to a fixed point, RevNets cannot.
+"""docs/theory.md §5: Momentum ResNets can converge to a fixed point, RevNets cannot.
 
 Three groups of claims:
 

@@ -1,4 +1,4 @@
-"""THEORY.md section 3: which linear maps each model can represent.
+"""docs/theory.md §3: which linear maps each model can represent.
 
 Checks, in float64 (regime: the ODE time-1 maps ``Psi_eps(theta)``, and for the learning
 experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h = 1/16``,
@@ -113,8 +113,8 @@ def check_psi(quick):
 def check_m_eps(quick):
     claims = []
     m1, l1 = m_eps(1.0)
-    claims.append(close("m_1 (THEORY.md: -0.613499)", m1, -0.613499, atol=5e-7, section=SECTION))
-    claims.append(close("argmin of psi_1 (THEORY.md: -11.0478)", l1, -11.0478, atol=5e-5,
+    claims.append(close("m_1 (docs/theory.md §3.2: -0.613499)", m1, -0.613499, atol=5e-7, section=SECTION))
+    claims.append(close("argmin of psi_1 (docs/theory.md §3.2: -11.0478)", l1, -11.0478, atol=5e-5,
                         section=SECTION))
     eps_grid = np.geomspace(0.02, 50, 12 if quick else 40)
     ms = np.array([m_eps(e)[0] for e in eps_grid])
