@@ -13,7 +13,7 @@ so weights saved with the official package load. Differences, all deliberate:
 - ``gamma = 0`` with ``use_backprop=False`` stores activations (a step with ``gamma = 0`` cannot be
   inverted) and warns once that no memory is saved; the official package runs its memory-saving
   path there and returns wrong gradients.
-- :func:`transform_to_momentumnet` on ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` layers
+- ``transform_to_momentumnet`` on ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` layers
   (``sub_layers=["encoder.layers", "decoder.layers"]``) also gives the encoder and decoder a
   forward that runs the converted layers (recent torch versions inspect ``layers[0].self_attn``,
   which a ``MomentumNet`` does not have), with masks canonicalised as torch does and handed to
@@ -178,7 +178,7 @@ class _ConvertedEncoder(nn.TransformerEncoder):
 
 
 class _ConvertedDecoder(nn.TransformerDecoder):
-    """``nn.TransformerDecoder`` whose ``layers`` were converted (see :class:`_ConvertedEncoder`)."""
+    """``nn.TransformerDecoder`` whose ``layers`` were converted (see ``_ConvertedEncoder``)."""
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
@@ -207,13 +207,13 @@ def transform_to_momentumnet(
     residual_layers=None,
 ):
     """Return a copy of ``model`` whose ``sub_layers`` (dotted names of sequences of blocks) run as
-    :class:`MomentumNet` s, with the ``momentumnet`` 0.10 structure: a sequence ``S`` becomes
+    ``MomentumNet``s, with the ``momentumnet`` 0.10 structure: a sequence ``S`` becomes
     ``nn.Sequential(S[0], nn.Sequential(MomentumNet(S[1:])))`` when ``keep_first_layer`` (the first
     block usually changes the shape) and ``nn.Sequential(MomentumNet(S))`` otherwise.
 
     ``is_residual=False`` (the default, for blocks such as torchvision's that add their input
     themselves) uses ``f(x) = block(x) - x``. For conversions that keep the original state-dict keys
-    and pass keyword arguments (Transformers), use :func:`secondorder.to_momentum`.
+    and pass keyword arguments (Transformers), use ``secondorder.to_momentum``.
 
     ``residual_layers=`` is accepted as another spelling of ``sub_layers=``. When the converted
     sequence is the ``layers`` of an ``nn.TransformerEncoder`` / ``nn.TransformerDecoder``, that

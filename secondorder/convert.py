@@ -1,6 +1,6 @@
 """Drop-in conversion of existing networks into Momentum ResNets with the same weights.
 
-:func:`to_momentum` takes a model (a torchvision ResNet, a torch Transformer, or any module holding
+``to_momentum`` takes a model (a torchvision ResNet, a torch Transformer, or any module holding
 ``nn.Sequential`` containers of residual blocks) and returns a copy whose named sequences of blocks
 ``B_0, ..., B_{K-1}`` run as Momentum ResNets (Sander et al. 2021, section 3)::
 
@@ -162,7 +162,7 @@ class MomentumTransformerEncoder(_MomentumBlocks, nn.TransformerEncoder):
     ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)`` canonicalises the masks
     as the original does and hands ``src_mask``, ``is_causal`` and ``src_key_padding_mask`` to every
     layer, then applies ``norm``. It never takes the nested-tensor / fused inference path (see
-    :class:`_Residual`): in eval mode with a padding mask, where the original returns zeros at the
+    ``_Residual``): in eval mode with a padding mask, where the original returns zeros at the
     padded positions (its nested-tensor output padded with 0), this one returns the values the
     plain path computes there; all other positions agree up to rounding.
     """
@@ -323,7 +323,7 @@ def to_momentum(model, layers=None, gamma=0.9, backward="exact", keep_first=True
             equal autograd's up to fixed-point rounding), ``"autograd"`` or ``"float"``.
         keep_first: run the first block of each sequence as is (torchvision's first block of a
             stage changes the shape); with ``False`` every block must keep the shape.
-        fixed_point_bits: the exact mode's fractional bits (see :class:`secondorder.MomentumResNet`).
+        fixed_point_bits: the exact mode's fractional bits (see ``secondorder.MomentumResNet``).
 
     Returns:
         The converted copy. Keyword arguments given to a converted container (masks, a decoder's

@@ -2,7 +2,7 @@
 
 Every model takes a sequence of residual functions (``nn.Module``s, called as
 ``f(x, *args, **kwargs)``) and integrates them with its own update rule from
-:mod:`secondorder.steps`. The same module may appear several times (weight tying).
+``secondorder.steps``. The same module may appear several times (weight tying).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class ResNet(nn.Module):
 
     def inverse(self, *args, **kwargs):
         """Not available: a ResNet layer ``y = x + f(x)`` has no closed-form inverse (it need not be
-        invertible at all). Use :class:`MomentumResNet` (``gamma > 0``) or :class:`RevNet`."""
+        invertible at all). Use ``MomentumResNet`` (``gamma > 0``) or ``RevNet``."""
         raise NotImplementedError(
             "a ResNet layer y = x + f(x) has no closed-form inverse; MomentumResNet (gamma > 0) and "
             "RevNet are invertible."
@@ -131,19 +131,19 @@ class MomentumResNet(nn.Module):
         init_velocity: optional module ``v_0 = init_velocity(x_0)``; default ``v_0 = 0``.
         fixed_point_bits: fractional bits of the exact mode's fixed point; the range is
             ``|x| < 2**(61 - bits)``. Default None: the finest format of the dtype's ladder
-            (:data:`secondorder.exact.BITS_LADDER`; float64 52 bits, float32 32 bits) whose range
+            (``secondorder.exact.BITS_LADDER``; float64 52 bits, float32 32 bits) whose range
             holds every value of the forward pass (a pass that overflows is rerun one rung coarser,
             with the RNG state and buffers restored).
 
     ``net(x, *args, v0=None, return_velocity=False, **kwargs)`` returns ``x_N`` (or ``(x_N, v_N)``);
     extra arguments reach every residual function. Any tensor shape works; the dtype is kept.
 
-    In exact mode gamma is applied as the rational ``n/d`` of :meth:`exact_gamma` (float64: equal
+    In exact mode gamma is applied as the rational ``n/d`` of ``exact_gamma`` (float64: equal
     to gamma for short decimals such as 0.9, within ~1e-18 otherwise; float32: ``n / 2**24``,
     within 3e-8, for speed), the states are rounded to the fixed-point
     quantum ``2**-bits`` after every layer, and gradients equal autograd's up to that rounding.
     A value leaving the fixed-point range, or NaN/inf, raises
-    :class:`secondorder.exact.FixedPointOverflowError` (a ``ValueError``).
+    ``secondorder.exact.FixedPointOverflowError`` (a ``ValueError``).
     """
 
     def __init__(self, functions, gamma=0.9, backward="autograd", init_velocity=None, fixed_point_bits=None):
@@ -172,7 +172,7 @@ class MomentumResNet(nn.Module):
 
     def exact_gamma(self, dtype=torch.float32) -> Fraction:
         """The rational ``n/d`` that exact mode uses for the current gamma on inputs of ``dtype``
-        (exact for short decimals; see :func:`secondorder.exact.rational_gamma`)."""
+        (exact for short decimals; see ``secondorder.exact.rational_gamma``)."""
         g = self.gamma.detach() if isinstance(self.gamma, torch.Tensor) else self.gamma
         return _exact.rational_gamma(float(g), dyadic=dtype != torch.float64)
 
@@ -221,7 +221,7 @@ class MomentumResNet(nn.Module):
         error grows like ``gamma**-N`` times the dtype's epsilon (float32, gamma = 0.9: about 0.1
         relative at N = 100, overflow to NaN near N = 1000). In the ODE scaling
         ``gamma = 1 - T/(N eps)`` it stays bounded by about ``exp(T/eps)``. For a bit-exact round
-        trip use :func:`secondorder.exact_roundtrip` (fixed point with a bit store).
+        trip use ``secondorder.exact_roundtrip`` (fixed point with a bit store).
         """
         check_gamma(self.gamma, invertible=True)
         for n in reversed(range(len(self.functions))):
@@ -239,7 +239,7 @@ class RevNet(nn.Module):
     ``dim`` defaults to 1: the channel dimension of ``(N, C, ...)`` feature maps and the feature
     dimension of ``(N, D)`` inputs; pass ``dim=-1`` for ``(N, L, D)`` sequences. ``x1`` takes the
     first ``size // 2`` entries, ``x2`` the rest; ``F_n`` maps an ``x2``-shaped tensor to an
-    ``x1``-shaped one and ``G_n`` the reverse. ``backward`` as for :class:`MomentumResNet` (the
+    ``x1``-shaped one and ``G_n`` the reverse. ``backward`` as for ``MomentumResNet`` (the
     coupling is invertible without a bit store: exact mode only quantizes).
     """
 
@@ -292,7 +292,7 @@ class RevNet(nn.Module):
     def _coupled(self, n, args, kwargs, rule, shape1, shape2):
         """``F_n`` and ``G_n`` with the extra arguments bound and their output shapes checked
         (``F_n`` must return ``x1``'s shape ``shape1``, ``G_n`` ``x2``'s shape ``shape2``; ``rule``
-        words the error, see :meth:`_shape_rule`)."""
+        words the error, see ``_shape_rule``)."""
         F, G = self.F[n], self.G[n]
         return (
             lambda z: _call(F, n, z, args, kwargs, "F function", shape1, rule=lambda i, got: rule(2 * n, got)),

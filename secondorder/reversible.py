@@ -7,12 +7,12 @@ recomputes the residual function with gradients enabled and applies its vector-J
 Two arithmetics reconstruct the states (the ``backward`` argument of the models):
 
 - ``"exact"``: positions and velocities held as int64 fixed point with a bit store
-  (:mod:`secondorder.exact`); the reconstruction is bit-exact at any depth.
+  (``secondorder.exact``); the reconstruction is bit-exact at any depth.
 - ``"float"``: the naive floating-point inverse. Its error grows like ``gamma**-N`` for a Momentum
-  ResNet (docs/theory.md, memory and exactness); kept as the cautionary baseline.
+  ResNet (docs/theory.md §6.2); kept as the cautionary baseline.
 
 **What the recomputation replays.** A recomputation is only right if it computes what the forward
-computed. So each call replays the forward's context, as :func:`torch.utils.checkpoint` does: the
+computed. So each call replays the forward's context, as ``torch.utils.checkpoint`` does: the
 RNG state each residual function consumed (dropout masks are identical), the autocast state of
 every device type (enabled, dtype, weight cache), the parameters and buffers each module held at
 forward time (``torch.func.functional_call`` and parametrizations swap them; the captured tensors
@@ -22,12 +22,12 @@ found inside ``*args`` / ``**kwargs``, nested lists, tuples and dicts included. 
 kernels (``torch.backends.mha`` fast paths) are switched off in the forward and in the
 recomputation alike, because they are taken without gradients and not with them.
 
-**Self-verification.** The backward walk ends where the forward began. After the last layer the
+**Self-verification** (docs/theory.md#self-verification). The backward walk ends where the forward began. After the last layer the
 reconstructed first state is compared with the forward's input: bit for bit in exact mode (the
 int64 states and an empty bit store), within ``sqrt(eps)`` of the dtype in float mode. A mismatch
 means the recomputation did not reproduce the forward (a non-deterministic function, state changed
 in place between forward and backward, a kernel that differs across calls); no gradient is
-returned and :class:`ReconstructionError` says so. The check costs one comparison of the first
+returned and ``ReconstructionError`` says so. The check costs one comparison of the first
 state per backward. Recomputed graphs are also checked to reach no tensor that requires grad
 other than the layer's input, its module's parameters and the network's arguments (such a tensor,
 e.g. one held in a plain attribute, would silently get no gradient), and a second derivative
@@ -274,7 +274,7 @@ class _Layers:
     def call_backward(self, n, x):
         """Recompute ``f_n(x)`` with gradients, in the forward's context: RNG state, autocast,
         parameters and buffers (those it changed are set back to their values before the forward's
-        call, and restored by :meth:`restore` after the VJP, which may need them)."""
+        call, and restored by ``restore`` after the VJP, which may need them)."""
         m = self.layer_module[n]
         self._saved = (n, [b.detach().clone() for b in m.buffers] if m.buffers else [])
         if self.pre_buffers[n] is not None:
@@ -390,7 +390,7 @@ def _mismatch(pairs):
 
 
 def _verify_exact(states, expected, fmt, store=None, what="the network"):
-    """Raise :class:`ReconstructionError` unless the reconstructed int64 ``states`` equal the
+    """Raise ``ReconstructionError`` unless the reconstructed int64 ``states`` equal the
     quantized forward inputs ``expected`` bit for bit (and the bit store is empty again)."""
     if all(torch.equal(a, b) for a, b in zip(states, expected)) and (store is None or not bool(store.S.any())):
         return
@@ -404,7 +404,7 @@ def _verify_exact(states, expected, fmt, store=None, what="the network"):
 
 
 def _verify_float(states, expected, scale, what="the network"):
-    """Raise :class:`ReconstructionError` unless the float reconstruction ``states`` is within
+    """Raise ``ReconstructionError`` unless the float reconstruction ``states`` is within
     ``sqrt(eps) * scale`` of the forward's input ``expected`` (norms over all tensors; ``scale`` is
     the larger norm of the input and of the final state)."""
     num = math.sqrt(sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(states, expected)))
