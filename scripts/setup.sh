@@ -13,7 +13,7 @@ if ! python -c "import torch, torchvision" >/dev/null 2>&1; then
   python -m pip install -q "torch==2.14.1" "torchvision==0.29.1" \
     || python -m pip install -q "torch==2.13.0"
 fi
-extras="test,data,docs"  # docs: the site generator, so tests/test_docs.py builds it
+extras="scripts,test,data,docs"  # scripts: matplotlib + tqdm for figures/theory/benchmarks; docs: the site generator, so tests/test_docs.py builds it
 # torchvision is optional: only named when it already imports beside this torch, so pip can
 # never swap torch for another build to satisfy it.
 python -c "import torchvision" >/dev/null 2>&1 && extras="$extras,vision,official-examples"
