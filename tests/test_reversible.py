@@ -403,3 +403,23 @@ def test_exact_roundtrip_reports_the_check():
     assert so.exact_roundtrip(net, randn(3, 4))["bit_exact"]
     noisy = so.MomentumResNet([_Noisy(i) for i in range(3)], 0.9)
     assert not so.exact_roundtrip(noisy, randn(3, 4))["bit_exact"]
+
+
+@pytest.mark.parametrize("kind", ["hooks", "parametrization"])
+def test_spectral_norm_power_iteration_runs_once(kind):
+    # spectral norm updates its buffers u, v in the forward call and computes the weight from the
+    # updated ones: the recomputation must start from the buffers as they were before that call,
+    # and leave them as the forward left them (equal to autograd's)
+    def make(seed):
+        torch.manual_seed(seed)
+        lin = nn.Linear(4, 4).double()
+        sn = torch.nn.utils.spectral_norm if kind == "hooks" else torch.nn.utils.parametrizations.spectral_norm
+        return nn.Sequential(sn(lin), nn.Tanh())
+
+    out = {}
+    for backward in ("autograd", "exact"):
+        net = so.MomentumResNet([make(i) for i in range(5)], 0.9, backward=backward)
+        g = grads_of(net, randn(3, 4))
+        out[backward] = (g, [b.clone() for b in net.buffers()])
+    assert rel_err(out["exact"][0], out["autograd"][0]) <= 1e-13
+    assert all(torch.equal(a, b) for a, b in zip(out["exact"][1], out["autograd"][1]))
