@@ -167,6 +167,22 @@ def _ode_eps_half():
     return [(_ode._ODE, "__init__", init)]
 
 
+_start = _nets.MomentumResNet._start
+
+
+def _ignore_init_velocity():
+    def start(self, x, v0):
+        return _start(self, x, v0) if v0 is not None else torch_zeros_like(x)
+
+    return [(_nets.MomentumResNet, "_start", start)]
+
+
+def torch_zeros_like(x):
+    import torch
+
+    return torch.zeros_like(x)
+
+
 R, C, F, E = "representability", "continuous_limit", "fixed_points", "expressivity"
 MUTATIONS = [
     Mutation("swap_gamma", "v <- (1 - gamma) v + gamma f(x) in the momentum step", _swap_gamma,
@@ -192,6 +208,8 @@ MUTATIONS = [
              [(C, "NeuralODE on a linear F = expm(A)"), (C, "eps -> 0: |x_eps(1) - x_0(1)| slope")]),
     Mutation("ode_eps_half", "SecondOrderODE solves with eps/2", _ode_eps_half,
              [(R, "Psi = so.SecondOrderODE time-t1 map (eps=0.5"), (C, "solver matches psi_eps")]),
+    Mutation("ignore_init_velocity", "MomentumResNet starts from v_0 = 0 whatever init_velocity says",
+             _ignore_init_velocity, [("initial_velocity", "Momentum ResNet, v_0 = B x_0 learned")]),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 
@@ -229,6 +247,8 @@ def behaviour_changes(mutation):
     if name in ("swap_gamma", "drop_one_minus_gamma"):
         net = so.MomentumResNet([sin] * 3, gamma=0.9)
         return net(x)
+    if name == "ignore_init_velocity":
+        return so.MomentumResNet([sin] * 3, gamma=0.9, init_velocity=cos)(x)
     if name == "halve_eps":
         return so.discretize(so.SecondOrderODE(lambda z: -z, eps=1.0), 8).gamma
     if name == "contracting_coupling":
