@@ -1,4 +1,4 @@
-"""THEORY.md section 5: layer determinants, the heavy-ball window and rate, learning to optimize."""
+"""Fixed points (docs/theory.md): layer determinants, the heavy-ball window and rate, learning to optimize."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The representability theory script and its figures (THEORY.md section 3), quick mode."""
+"""The representability theory script and its figures (docs/theory.md, representable linear maps), quick mode."""
 
 import pytest
 

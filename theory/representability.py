@@ -10,7 +10,9 @@ experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h 
   ``-(1+a) e^{-a} < m_eps <= -e^{-a}``, strictly decreasing in ``eps``, the global minimum on a
   dense scan; ``psi_eps -> exp`` at order 1 in ``eps`` (fitted slope);
 - thresholds: the criterion's threshold on ``diag(mu, 1)`` (bisection on ``is_representable``)
-  equals ``m_eps``, and the smallest simple real eigenvalue of ``Psi_eps(theta)`` over many
+  equals ``m_eps`` -- both against an independent reference: the minimum of the closed form of
+  ``psi`` written out here (:func:`m_eps_reference`), not ``secondorder.linear.m_eps`` -- and
+  the smallest simple real eigenvalue of ``Psi_eps(theta)`` over many
   random real 2x2 ``theta`` (then polished by Nelder-Mead) approaches ``m_eps`` from above and
   never crosses it; ``-I_2`` is representable at ``eps = 1`` and ``0.1`` through a complex pair;
 - "any linear map up to a factor": ``represent(D, eps, scale="auto")`` on matrices with
@@ -19,7 +21,10 @@ experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h 
   first zero ``lam_0`` of ``psi``; with ``eps = 0`` no multiple of a reflection is reachable;
 - learning: a reflection scaled by ``c = 0.3``; first-order models (ResNet in the ODE scaling,
   Neural ODE ``expm(theta)``) stall at the floor ``c^2 sigma_min(D)^2`` (Eckart-Young: the
-  distance from ``c D`` to the matrices with ``det >= 0``), momentum models reach ~0.
+  distance from ``c D`` to the matrices with ``det >= 0``), momentum models reach ~0;
+- nesting of the representable sets in eps (:mod:`theory.nesting`).
+
+Each claim runs in isolation (:class:`theory._claim.Checks`).
 """
 
 from __future__ import annotations
