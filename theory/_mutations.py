@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import importlib
 
+import torch
+
 import secondorder as so
 
 # the modules themselves (``secondorder.discretize`` the attribute is the function of that name)
@@ -31,9 +33,9 @@ _steps = importlib.import_module("secondorder.steps")
 
 @dataclass
 class Mutation:
-    """A named change: ``patches`` are ``(object, attribute, replacement)`` triples built by
-    ``make()`` (called after the originals are captured); ``catches`` lists ``(script, substring)``
-    of the claims that must fail under it."""
+    """A named change: :meth:`patches` returns ``(object, attribute, replacement)`` triples built
+    by ``make()`` (the replacements call the originals captured at import); ``catches`` lists
+    ``(script, name substring)`` of the claims that must fail under it."""
 
     name: str
     description: str
@@ -41,6 +43,7 @@ class Mutation:
     catches: list = field(default_factory=list)
 
     def patches(self):
+        """The ``(object, attribute, replacement)`` triples of this mutation."""
         return self.make()
 
 
@@ -167,20 +170,13 @@ def _ode_eps_half():
     return [(_ode._ODE, "__init__", init)]
 
 
-_start = _nets.MomentumResNet._start
-
-
 def _ignore_init_velocity():
+    original = _nets.MomentumResNet._start  # captured when the mutation is made, before patching
+
     def start(self, x, v0):
-        return _start(self, x, v0) if v0 is not None else torch_zeros_like(x)
+        return original(self, x, v0) if v0 is not None else torch.zeros_like(x)
 
     return [(_nets.MomentumResNet, "_start", start)]
-
-
-def torch_zeros_like(x):
-    import torch
-
-    return torch.zeros_like(x)
 
 
 R, C, F, E = "representability", "continuous_limit", "fixed_points", "expressivity"
@@ -239,7 +235,6 @@ def run_claims(catches, quick=True, seed=0):
 def behaviour_changes(mutation):
     """A direct probe that the patch changes what the library computes (not only the claims)."""
     import numpy as np
-    import torch
 
     name = mutation.name
     sin, cos = torch.nn.Tanh(), torch.nn.Sigmoid()
