@@ -208,6 +208,10 @@ MUTATIONS = [
              _ignore_init_velocity, [("initial_velocity", "Momentum ResNet, v_0 = B x_0 learned")]),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
+# catches that need a training run (tests/test_mutations.py runs them under the ``slow`` mark)
+SLOW_CATCHES = {
+    "second_order_node": [(E, "neural_ode: trajectories never cross")],  # measured: 4547 inversions
+}
 
 
 def apply(mutation, setattr_fn):
