@@ -19,4 +19,6 @@ FIGURES = {
     "dynamics_1d": "dynamics_1d",
     "nested_rings": "nested_rings",
     "memory_depth": "memory_depth",
+    "nesting": "nesting",
+    "initial_velocity": "initial_velocity",
 }

@@ -142,7 +142,7 @@ def test_claims_pass_quick():
     claims = fp.run(quick=True, seed=0)
     failed = [(c.name, c.measured, c.expected) for c in claims if not c.passed]
     assert not failed
-    assert len(claims) == 40
+    assert len(claims) == 41  # 40 + the Jacobian block (1 - gamma) df/dx
     table = fp.markdown_table(fp.learning_to_optimize(True, 0)).splitlines()  # cached run
     assert len(table) == 2 + 2 * 2  # header + problems x depths
     assert table[0].startswith("| problem | N | ResNet at N | ResNet at 10N | Momentum at N |")

@@ -1,4 +1,4 @@
-"""Executable versions of the claims in docs/theory.md.
+"""Executable versions of the claims of docs/theory.md (and docs/theory-checks.md).
 
 Each module ``theory/<name>.py`` registered in :data:`SCRIPTS` defines
 ``run(quick: bool, seed: int) -> list[Claim]``. ``python -m theory`` runs them.
@@ -10,4 +10,5 @@ SCRIPTS = {
     "representability": "representability",
     "fixed_points": "fixed_points",
     "expressivity": "expressivity",
+    "initial_velocity": "initial_velocity",
 }

@@ -25,9 +25,9 @@ from torch import nn
 
 import secondorder as so
 
-from ._claim import Claim, above, below, close, fmt
+from ._claim import Checks, Claim, fmt, lazy
 
-SECTION = "2"
+SECTION = "continuous limit"
 D = torch.float64
 # The fit band N = 32..4096 (8 resolutions): the error of a first-order method is C1 h + C2 h^2;
 # with h <= 1/32 and h/eps <= 0.31 (eps >= 0.1) the h^2 term changes the local slope by < 0.05
@@ -176,88 +176,102 @@ def gradient_errors(F, x0, epss, rtol=1e-8, atol=1e-10, depth_per_unit=8):
     return out
 
 
-def run(quick: bool, seed: int) -> list[Claim]:
+def run(quick: bool, seed: int, only=None) -> list[Claim]:
+    """All claims of this script (``only``: substrings of the claim names to run)."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    claims: list[Claim] = []
+    ck = Checks(SECTION, only)
     F = TimeMLP(seed=seed)
     x0 = torch.randn(16, 2, generator=g, dtype=D)
     u0 = 0.5 * torch.randn(16, 2, generator=g, dtype=D)
-
-    # 1. order 1 on the neural F, x and v/h
-    Ns = NS_QUICK if quick else NS
-    band = f"N={Ns[0]}..{Ns[-1]}"
-    for eps in ([1.0, 0.1] if quick else [1.0, 0.1, 10.0]):
-        c = convergence(F, eps, x0, u0, Ns=Ns)
-        for key in ("x", "v"):
-            what = "x_N" if key == "x" else "v_N/h"
-            claims.append(close(f"order of {what} -> ODE, neural F, eps={eps} ({band})",
-                                c[f"slope_{key}"], -1.0, atol=SLOPE_TOL, section=SECTION))
-
-    # 2. order 1 on a linear F against its closed form (expm of the first-order system)
     A = linear_matrix(seed=seed)
     xl = torch.randn(8, 3, generator=g, dtype=D)
     ul = torch.randn(8, 3, generator=g, dtype=D)
+
+    # 1. order 1 on the neural F, x and v/h
+    Ns = NS_QUICK if quick else NS
+    for eps in ([1.0, 0.1] if quick else [1.0, 0.1, 10.0]):
+        c = lazy(lambda eps=eps: convergence(F, eps, x0, u0, Ns=Ns))
+        for key in ("x", "v"):
+            what = "x_N" if key == "x" else "v_N/h"
+            ck.close(f"order of {what} -> ODE, neural F, eps={eps}",
+                     lambda c=c, key=key: (c()[f"slope_{key}"], -1.0), atol=SLOPE_TOL)
+
+    # 2. order 1 on a linear F against its closed form (expm of the first-order system)
     eps = 0.5
-    c = convergence(Linear(A), eps, xl, ul, Ns=Ns, exact=linear_exact(A, eps, xl, ul))
+    c = lazy(lambda: convergence(Linear(A), eps, xl, ul, Ns=Ns, exact=linear_exact(A, eps, xl, ul)))
     for key in ("x", "v"):
         what = "x_N" if key == "x" else "v_N/h"
-        claims.append(close(f"order of {what} -> closed form, linear F, eps={eps}",
-                            c[f"slope_{key}"], -1.0, atol=SLOPE_TOL, section=SECTION))
+        ck.close(f"order of {what} -> closed form, linear F, eps={eps}",
+                 lambda key=key: (c()[f"slope_{key}"], -1.0), atol=SLOPE_TOL)
 
-    # 3. (x_N, v_N) = M^N (x_0, 0) for f_n = h lam x, scalar lam
-    worst = 0.0
-    for lam, eps, N in [(-2.0, 1.0, 10), (1.5, 0.3, 40), (-30.0, 0.05, 100), (0.7, 4.0, 333)]:
-        net = so.discretize(so.SecondOrderODE(lambda x, lam=lam: lam * x, eps=eps), N)
-        gm, h = net.gamma, 1.0 / N
-        cc = (1 - gm) * h * lam
-        M = np.array([[1 + cc, gm], [cc, gm]])
-        y = np.linalg.matrix_power(M, N) @ np.array([1.0, 0.0])
-        with torch.no_grad():
-            xN, vN = net(torch.ones(1, dtype=D), return_velocity=True)
-        worst = max(worst, abs(xN.item() - y[0]) / abs(y[0]), abs(vN.item() - y[1]) / max(abs(y[1]), 1e-300))
+    # 3. (x_N, v_N) = M^N (x_0, 0) for f_n = h lam x, scalar lam; gamma from the formula
+    # gamma = 1 - h/eps (not read from the network), M = [[1 + c, gamma], [c, gamma]]
+    def closed_form():
+        worst = 0.0
+        for lam, eps, N in [(-2.0, 1.0, 10), (1.5, 0.3, 40), (-30.0, 0.05, 100), (0.7, 4.0, 333)]:
+            net = so.discretize(so.SecondOrderODE(lambda x, lam=lam: lam * x, eps=eps), N)
+            h = 1.0 / N
+            gm = 1.0 - h / eps
+            cc = (1 - gm) * h * lam
+            M = np.array([[1 + cc, gm], [cc, gm]])
+            y = np.linalg.matrix_power(M, N) @ np.array([1.0, 0.0])
+            with torch.no_grad():
+                xN, vN = net(torch.ones(1, dtype=D), return_velocity=True)
+            worst = max(worst, abs(xN.item() - y[0]) / abs(y[0]), abs(vN.item() - y[1]) / max(abs(y[1]), 1e-300))
+        return worst
+
     # float64 rounding ~1e-16 per layer, amplified at most by N * ||M||: 1e-12 over <= 333 layers
-    claims.append(below("linear closed form (x_N, v_N) = M^N (x_0, 0), max rel. error", worst, 1e-12,
-                        section=SECTION))
+    ck.below("linear closed form (x_N, v_N) = M^N (x_0, 0), gamma = 1 - h/eps, max rel. error",
+             closed_form, 1e-12)
+
+    # 3b. the first-order model on a linear F is expm(A) (a Neural ODE must not carry a velocity)
+    def node_expm():
+        with torch.no_grad():
+            x1 = so.NeuralODE(Linear(A), **REF)(xl)
+        return rel(x1, linear_exact(A, 0.0, xl, ul)[0])
+
+    # dopri5 at rtol 1e-12 on an O(1) linear solution: ~1e-12; 1e-9 leaves margin
+    ck.below("NeuralODE on a linear F = expm(A) x_0 (closed form), rel. error", node_expm, 1e-9)
 
     # 4. eps -> 0 recovers the first-order model with O(eps) error
     epss = ZERO_EPSS
-    z = eps_to_zero(F, x0, epss)
+    z = lazy(lambda: eps_to_zero(F, x0, epss))
     # the gap is eps * (a boundary layer term + a smooth O(1) term) + O(eps^2): slope 1 within 0.1
-    claims.append(close(f"eps -> 0: |x_eps(1) - x_0(1)| slope in eps ({epss[0]}..{epss[-1]})",
-                        z["slope"], 1.0, atol=0.1, section=SECTION))
+    ck.close(f"eps -> 0: |x_eps(1) - x_0(1)| slope in eps ({epss[0]}..{epss[-1]})",
+             lambda: (z()["slope"], 1.0), atol=0.1)
     lam = -2.0
-    psi_err = []
-    for e in epss:
+
+    def psi_closed(e):
         s = math.sqrt(1 + 4 * e * lam)
-        psi = 0.5 * (1 + 1 / s) * math.exp(2 * lam / (1 + s)) + 0.5 * (1 - 1 / s) * math.exp(-(1 + s) / (2 * e))
-        psi_err.append(abs(psi - math.exp(lam)))
-    claims.append(close("eps -> 0: |psi_eps(-2) - e^-2| slope (closed form)", fit_slope(epss, psi_err),
-                        1.0, atol=0.1, section=SECTION))
-    num = abs(so.SecondOrderODE(lambda x: lam * x, eps=epss[-1], method="dopri5", rtol=1e-10,
-                                atol=1e-12)(torch.ones(1, dtype=D)).item() - math.exp(lam))
-    claims.append(close(f"solver matches psi_eps at eps={epss[-1]}: gap to e^-2", num, psi_err[-1],
-                        rtol=1e-5, section=SECTION))  # rtol 1e-10 solver: 1e-7 of a 1e-3 gap
+        return 0.5 * (1 + 1 / s) * math.exp(2 * lam / (1 + s)) + 0.5 * (1 - 1 / s) * math.exp(-(1 + s) / (2 * e))
+
+    ck.close("eps -> 0: |psi_eps(-2) - e^-2| slope (closed form)",
+             lambda: (fit_slope(epss, [abs(psi_closed(e) - math.exp(lam)) for e in epss]), 1.0), atol=0.1)
+
+    def solver_gap():
+        num = abs(so.SecondOrderODE(lambda x: lam * x, eps=epss[-1], method="dopri5", rtol=1e-10,
+                                    atol=1e-12)(torch.ones(1, dtype=D)).item() - math.exp(lam))
+        return num, abs(psi_closed(epss[-1]) - math.exp(lam))
+
+    ck.close(f"solver matches psi_eps at eps={epss[-1]}: gap to e^-2", solver_gap,
+             rtol=1e-5)  # rtol 1e-10 solver: 1e-7 of a 1e-3 gap
 
     # 5. gamma fixed, N growing: the limit is first order. gamma = 0.5 gives eps_N = 2/N <= 1/16
     # on the band, so the O(eps_N^2) term moves local slopes by < 0.03 (0.9 would need N >= 256).
-    fg = fixed_gamma(F, x0, 0.5, Ns=Ns)
-    claims.append(close("gamma=0.5 fixed, N -> inf: slope of distance to the first-order ODE",
-                        fg["slope_first"], -1.0, atol=SLOPE_TOL, section=SECTION))
-    claims.append(below(
-        f"gamma=0.5 fixed, N={Ns[-1]}: dist. to 1st-order ODE / dist. to 2nd-order ODE (eps={fg['eps0']:.4g})",
-        fg["to_first"][-1] / fg["to_second"][-1], 0.05, section=SECTION))  # measured 0.018 at
+    fg = lazy(lambda: fixed_gamma(F, x0, 0.5, Ns=Ns))
+    ck.close("gamma=0.5 fixed, N -> inf: slope of distance to the first-order ODE",
+             lambda: (fg()["slope_first"], -1.0), atol=SLOPE_TOL)
+    ck.below("gamma=0.5 fixed, deepest N: dist. to 1st-order ODE / dist. to 2nd-order ODE (eps = eps(gamma, N_0))",
+             lambda: fg()["to_first"][-1] / fg()["to_second"][-1], 0.05)  # measured 0.018 at
     # N = 1024 and 0.0044 at N = 4096 (the first distance is O(1/N), the second tends to a constant)
 
     # 6. gradients: adjoint error grows as eps -> 0; exact discretization does not
-    ge = gradient_errors(F, x0[:8], [1.0, 0.1] if quick else [1.0, 0.3, 0.1, 0.05])
-    claims.append(below("adjoint vs direct backprop, eps=1, rel. gradient error (rtol 1e-8)",
-                        ge["adjoint"][0], 1e-5, section=SECTION))
-    claims.append(above(f"adjoint error grows as eps -> 0: ratio eps={ge['eps'][-1]} / eps=1",
-                        ge["adjoint"][-1] / ge["adjoint"][0], 100.0, section=SECTION))
-    claims.append(below(f"exact discretization vs autograd, worst over eps in {ge['eps']}",
-                        max(ge["exact"]), 1e-10, section=SECTION))  # DESIGN.md float64 contract
-    claims.append(Claim("adjoint rel. gradient errors by eps (reported)",
-                        ", ".join(f"{e}: {fmt(r, 2)}" for e, r in zip(ge["eps"], ge["adjoint"], strict=True)),
-                        "report", True, SECTION))
-    return claims
+    ge = lazy(lambda: gradient_errors(F, x0[:8], [1.0, 0.1] if quick else [1.0, 0.3, 0.1, 0.05]))
+    ck.below("adjoint vs direct backprop, eps=1, rel. gradient error (rtol 1e-8)", lambda: ge()["adjoint"][0], 1e-5)
+    ck.above("adjoint error grows as eps -> 0: ratio smallest eps / eps=1",
+             lambda: ge()["adjoint"][-1] / ge()["adjoint"][0], 100.0)
+    ck.below("exact discretization vs autograd, worst over eps", lambda: max(ge()["exact"]), 1e-10)
+    ck.measure("adjoint rel. gradient errors by eps",
+               lambda: ", ".join(f"{e}: {fmt(r, 2)}" for e, r in zip(ge()["eps"], ge()["adjoint"], strict=True)))
+    return ck.claims

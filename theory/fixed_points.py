@@ -4,7 +4,10 @@ Three groups of claims:
 
 1. Volume. One momentum layer ``(x, v) -> (x', v')`` has Jacobian determinant ``gamma^d`` for any
    (nonlinear) residual function; an additive-coupling (RevNet) layer has determinant exactly 1.
-   Checked with ``torch.autograd.functional.jacobian`` in float64.
+   Checked with ``torch.autograd.functional.jacobian`` in float64. The determinant does not see
+   the ``(1 - gamma)`` factor in front of ``f`` (the Jacobian ``[[I + c J, gamma I], [c J, gamma
+   I]]`` has determinant ``gamma^d`` for every ``c``), so the block ``d v' / d x = (1 - gamma)
+   df/dx`` is checked as well, against ``f``'s own Jacobian.
 2. Heavy ball. With ``f = -alpha grad L`` a momentum layer is Polyak's heavy ball (momentum
    ``gamma``, step ``(1 - gamma) alpha``). On a quadratic ``L = 1/2 x^T H x`` iterating one
    weight-tied layer converges iff every eigenvalue ``j`` of ``J = -alpha H`` lies in
@@ -34,9 +37,9 @@ from torch import nn
 
 import secondorder as so
 from secondorder import data as _data
-from theory._claim import Claim, above, below, close, fmt
+from theory._claim import Checks, Claim, above, below, fmt, lazy
 
-SECTION = "5"
+SECTION = "fixed points"
 F64 = torch.float64
 # name -> (generator, gradient, rows m per dimension d, initial step of the preconditioner).
 # Least squares with m = 4 d: Hessian spectrum ~ [0.25, 2.25] (Marchenko-Pastur), condition ~ 9;
@@ -84,25 +87,31 @@ def jacobian_det(fn, z):
     return torch.linalg.det(J).item()
 
 
-def _volume_claims(seed):
+def _volume_claims(ck, seed):
     torch.manual_seed(seed)
-    claims = []
     d, gamma = 6, 0.9
     f = _MLP(d, d)
-    for depth in (1, 3):
-        z = torch.randn(2 * d, dtype=F64)
-        det = jacobian_det(momentum_layer_map(f, gamma, depth), z)
-        expected = gamma ** (d * depth)
+    zs = [torch.randn(2 * d, dtype=F64) for _ in range(2)]
+    for depth, z in zip((1, 3), zs, strict=True):
         # float64: LU of a 12x12 Jacobian, a few ulps times its condition number
-        claims.append(close(f"momentum: det of {depth} layer(s) = gamma^(d*{depth}), d={d}", det,
-                            expected, rtol=1e-12, section=SECTION))
+        ck.close(f"momentum: det of {depth} layer(s) = gamma^(d*{depth}), d={d}",
+                 lambda depth=depth, z=z: (jacobian_det(momentum_layer_map(f, gamma, depth), z),
+                                           gamma ** (d * depth)), rtol=1e-12)
+
+    def block():
+        z = zs[0]
+        J = torch.autograd.functional.jacobian(momentum_layer_map(f, gamma, 1), z)
+        Jf = torch.autograd.functional.jacobian(f, z[:d])
+        want = (1 - gamma) * Jf
+        return float((J[d:, :d] - want).abs().max() / want.abs().max())
+
+    # the same float64 products in both: a few ulps
+    ck.below("momentum: Jacobian block dv'/dx = (1 - gamma) df/dx (rel. max error)", block, 1e-12)
     F, G = _MLP(d, d), _MLP(d, d)
-    for depth in (1, 3):
-        z = torch.randn(2 * d, dtype=F64)
-        det = jacobian_det(revnet_layer_map(F, G, depth), z)
-        claims.append(close(f"revnet: det of {depth} coupling layer(s) = 1 (volume preserved)", det,
-                            1.0, atol=1e-12, section=SECTION))
-    return claims
+    zr = [torch.randn(2 * d, dtype=F64) for _ in range(2)]
+    for depth, z in zip((1, 3), zr, strict=True):
+        ck.close(f"revnet: det of {depth} coupling layer(s) = 1 (volume preserved)",
+                 lambda depth=depth, z=z: (jacobian_det(revnet_layer_map(F, G, depth), z), 1.0), atol=1e-12)
 
 
 # ------------------------------------------------------------------ 2. heavy ball
@@ -187,49 +196,53 @@ class _GradStep(nn.Module):
         return -self.alpha * self.grad(x)
 
 
-def _heavy_ball_claims(quick, seed):
-    claims = []
+def _heavy_ball_claims(ck, quick, seed):
     # the identity on a non-quadratic loss (logistic regression), float64
-    A, b, x_star = _data.logistic_problems(4, 6, seed=seed)
-    grad = lambda x: _data.logistic_gradient(x, A, b)  # noqa: E731
-    gamma, alpha, iters = 0.8, 2.0, 300
-    x0 = torch.zeros_like(x_star)
-    hb = heavy_ball_iterates(grad, x0, gamma, alpha, iters)
-    with torch.no_grad():
-        xs = so.MomentumResNet([_GradStep(grad, alpha)] * iters, gamma=gamma).trajectory(x0)
-    err = (xs - hb).abs().max().item()
+    def runs():
+        A, b, x_star = _data.logistic_problems(4, 6, seed=seed)
+        grad = lambda x: _data.logistic_gradient(x, A, b)  # noqa: E731
+        gamma, alpha, iters = 0.8, 2.0, 300
+        x0 = torch.zeros_like(x_star)
+        hb = heavy_ball_iterates(grad, x0, gamma, alpha, iters)
+        with torch.no_grad():
+            xs = so.MomentumResNet([_GradStep(grad, alpha)] * iters, gamma=gamma).trajectory(x0)
+        return xs, hb, x_star
+
+    r = lazy(runs)
     # float64: the two recursions round differently, ~ulp x iters x |x|
-    claims.append(below("momentum layer with f = -alpha grad L == heavy ball (logistic, 300 its)",
-                        err, 1e-12, section=SECTION))
-    claims.append(below("  ... and it converges to the minimiser (max ||x_300 - x*||)",
-                        (xs[-1] - x_star).norm(dim=-1).max().item(), 1e-6, section=SECTION))
+    ck.below("momentum layer with f = -alpha grad L == heavy ball (logistic, 300 its)",
+             lambda: (r()[0] - r()[1]).abs().max().item(), 1e-12)
+    ck.below("  ... and it converges to the minimiser (max ||x_300 - x*||)",
+             lambda: (r()[0][-1] - r()[2]).norm(dim=-1).max().item(), 1e-6)
 
     # stability window on 1-d modes, just inside / just outside each end
     iters = 600 if quick else 2000
     for gamma in (0.5, 0.9):
         lo, hi = window(gamma)
         for j, inside in [(0.99 * lo, True), (1.01 * lo, False), (-0.02, True), (0.02, False)]:
-            dist = iterate_quadratic([j], gamma, iters, seed=seed)
-            rate, rho = fitted_rate(dist), spectral_radius(j, gamma)
+            dist = lazy(lambda j=j, gamma=gamma: iterate_quadratic([j], gamma, iters, seed=seed))
             where = "inside" if inside else "outside"
-            ok = (dist[-1] < dist[0]) == inside and (rho < 1) == inside
-            claims.append(Claim(f"gamma={gamma}: j={j:.4g} ({where} window ({lo:.4g}, 0)) "
-                                f"{'converges' if inside else 'diverges'}",
-                                f"|x_K|/|x_0| = {fmt(dist[-1] / dist[0])}",
-                                "< 1" if inside else "> 1", ok, SECTION))
+
+            def conv(dist=dist, j=j, gamma=gamma, inside=inside):
+                dd = dist()
+                ok = (dd[-1] < dd[0]) == inside and (spectral_radius(j, gamma) < 1) == inside
+                return f"|x_K|/|x_0| = {fmt(dd[-1] / dd[0])}", ok
+
+            ck.check(f"gamma={gamma}: j={j:.4g} ({where} window ({lo:.4g}, 0)) "
+                     f"{'converges' if inside else 'diverges'}", conv, "< 1" if inside else "> 1")
             # slope fitted over >= 300 iterations: log||(x_k, v_k)|| stays within log cond(eigvecs
             # of M) of the line, a bias ~ cond * period / iters^2, measured <= 4e-5 relative
-            claims.append(close("  fitted rate = spectral radius of M (closed form)", rate, rho,
-                                rtol=2e-4, section=SECTION))
+            ck.close(f"  gamma={gamma}, j={j:.4g}: fitted rate = spectral radius of M (closed form)",
+                     lambda dist=dist, j=j, gamma=gamma: (fitted_rate(dist()), spectral_radius(j, gamma)),
+                     rtol=2e-4)
     # underdamped: several modes at once, all with rate sqrt(gamma)
     for gamma in (0.64, 0.9):
         a, bnd = underdamped(gamma)
         eigs = np.linspace(a, bnd, 7)[1:-1]
-        dist = iterate_quadratic(eigs, gamma, 400 if gamma < 0.8 else 1200, seed=seed)
-        claims.append(close(f"gamma={gamma}: underdamped modes j in ({a:.3g}, {bnd:.3g}): "
-                            "fitted rate = sqrt(gamma)", fitted_rate(dist, start=20),
-                            math.sqrt(gamma), rtol=1e-4, section=SECTION))  # as above, measured 1e-5
-    return claims
+        ck.close(f"gamma={gamma}: underdamped modes j in ({a:.3g}, {bnd:.3g}): fitted rate = sqrt(gamma)",
+                 lambda eigs=eigs, gamma=gamma: (fitted_rate(iterate_quadratic(
+                     eigs, gamma, 400 if gamma < 0.8 else 1200, seed=seed), start=20), math.sqrt(gamma)),
+                 rtol=1e-4)  # as above, measured 1e-5
 
 
 # ------------------------------------------------------------------ 3. learning to optimize
@@ -351,6 +364,21 @@ def train_solver(kind, problem, d, depth, steps, batch, lr=1e-2, seed=0):
     return model
 
 
+def l2o_config(quick=True, seed=0):
+    """The settings of :func:`learning_to_optimize`."""
+    return {
+        "d": 6 if quick else 10,
+        "batch": 64 if quick else 128,
+        "n_test": 256 if quick else 1024,
+        "depths": [4, 16] if quick else [2, 4, 8, 16, 32, 64],
+        "steps": 300 if quick else 1000,
+        "extend": [4, 10],  # iterate k times past the trained depth
+        "curve_depth": 16,
+        "lr": 3e-2,
+        "seed": seed,
+    }
+
+
 @functools.lru_cache(maxsize=2)  # theory and figure share one run per process; treat as read-only
 def learning_to_optimize(quick=True, seed=0):
     """Train the three :class:`Solver` kinds on both problem families at several depths.
@@ -366,17 +394,7 @@ def learning_to_optimize(quick=True, seed=0):
     """
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    cfg = {
-        "d": 6 if quick else 10,
-        "batch": 64 if quick else 128,
-        "n_test": 256 if quick else 1024,
-        "depths": [4, 16] if quick else [2, 4, 8, 16, 32, 64],
-        "steps": 300 if quick else 1000,
-        "extend": [4, 10],  # iterate k times past the trained depth
-        "curve_depth": 16,
-        "lr": 3e-2,
-        "seed": seed,
-    }
+    cfg = l2o_config(quick, seed)
     d = cfg["d"]
     out = {"config": cfg, "table": {}, "curves": {}, "gamma": {}}
     for problem in PROBLEMS:
@@ -431,44 +449,61 @@ def _fixed_point_radius(model, A, b, x_star, n=8):
     return max(radii)
 
 
-def _l2o_claims(res):
-    claims = []
-    cfg = res["config"]
+def _l2o_specs(cfg):
+    """``[(name, fn(res) -> Claim)]``: the learning-to-optimize claims for the settings ``cfg``."""
     deep, first = max(cfg["depths"]), min(cfg["depths"])
     kmax = max(cfg["extend"])
-    for problem, table in res["table"].items():
-        mom, rev, resn = table["momentum"], table["revnet"], table["resnet"]
-        claims.append(below(f"L2O {problem}: momentum test error at trained depth {deep}",
-                            mom[deep]["test"], 0.05, section=SECTION))
-        claims.append(below(f"L2O {problem}: momentum error decreases with depth ({first} -> {deep})",
-                            mom[deep]["test"] / mom[first]["test"], 0.5, section=SECTION))
-        claims.append(below(f"L2O {problem}: momentum keeps converging past depth {deep} "
-                            f"(error at {kmax}x / at 1x)",
-                            mom[deep][f"test_x{kmax}"] / mom[deep]["test"], 0.1, section=SECTION))
-        claims.append(above(f"L2O {problem}: RevNet error at depth {deep} / momentum's",
-                            rev[deep]["test"] / mom[deep]["test"], 3.0, section=SECTION))
-        claims.append(above(f"L2O {problem}: RevNet cannot converge: best error over iterations "
-                            f"{deep}..{kmax * deep}", rev[deep]["min_past"], 0.02, section=SECTION))
-        # the momentum net contains the ResNet (gamma = 0): training should find something better
-        claims.append(below(f"L2O {problem}: momentum / ResNet test error at depth {deep}",
-                            mom[deep]["test"] / resn[deep]["test"], 1.0, section=SECTION))
-        r_rev = res["revnet_radius"][problem]
-        r_mom = res["momentum_radius"][problem]
-        # det = 1 forces the product of the 2d eigenvalues to 1: the largest has modulus >= 1
-        claims.append(Claim(f"L2O {problem}: trained RevNet layer, spectral radius at the fixed "
-                            "point (not attracting)", f"{r_rev:.12f}", ">= 1 - 1e-9",
-                            r_rev >= 1 - 1e-9, SECTION))  # eigvals of a 2d x 2d float64 Jacobian
-        claims.append(below(f"L2O {problem}: trained momentum layer, spectral radius at the fixed "
-                            "point (attracting)", r_mom, 1.0, section=SECTION))
-    return claims
+    specs = []
+    for problem in PROBLEMS:
+        def tab(res, kind, problem=problem):
+            return res["table"][problem][kind]
+
+        p = f"L2O {problem}:"
+        specs += [
+            (f"{p} momentum test error at trained depth {deep}",
+             lambda res, n, tab=tab: below(n, tab(res, "momentum")[deep]["test"], 0.05)),
+            (f"{p} momentum error decreases with depth ({first} -> {deep})",
+             lambda res, n, tab=tab: below(n, tab(res, "momentum")[deep]["test"] / tab(res, "momentum")[first]["test"], 0.5)),
+            (f"{p} momentum keeps converging past depth {deep} (error at {kmax}x / at 1x)",
+             lambda res, n, tab=tab: below(n, tab(res, "momentum")[deep][f"test_x{kmax}"] / tab(res, "momentum")[deep]["test"], 0.1)),
+            (f"{p} RevNet error at depth {deep} / momentum's",
+             lambda res, n, tab=tab: above(n, tab(res, "revnet")[deep]["test"] / tab(res, "momentum")[deep]["test"], 3.0)),
+            (f"{p} RevNet cannot converge: best error over iterations {deep}..{kmax * deep}",
+             lambda res, n, tab=tab: above(n, tab(res, "revnet")[deep]["min_past"], 0.02)),
+            # the momentum net contains the ResNet (gamma = 0): training should find something better
+            (f"{p} momentum / ResNet test error at depth {deep}",
+             lambda res, n, tab=tab: below(n, tab(res, "momentum")[deep]["test"] / tab(res, "resnet")[deep]["test"], 1.0)),
+            # det = 1 forces the product of the 2d eigenvalues to 1: the largest has modulus >= 1
+            # (eigvals of a 2d x 2d float64 Jacobian: 1e-9)
+            (f"{p} trained RevNet layer, spectral radius at the fixed point (not attracting)",
+             lambda res, n, problem=problem: Claim(n, f"{res['revnet_radius'][problem]:.12f}", ">= 1 - 1e-9",
+                                                   res["revnet_radius"][problem] >= 1 - 1e-9, SECTION)),
+            (f"{p} trained momentum layer, spectral radius at the fixed point (attracting)",
+             lambda res, n, problem=problem: below(n, res["momentum_radius"][problem], 1.0)),
+        ]
+    return specs
 
 
-def run(quick: bool, seed: int) -> list[Claim]:
+def _l2o_claims(res):
+    """The learning-to-optimize claims on a finished run ``res``."""
+    return [fn(res, name) for name, fn in _l2o_specs(res["config"])]
+
+
+def _l2o_checks(ck, quick, seed):
+    """The learning-to-optimize claims, on the cached run (trained only if one is selected)."""
+    res = lazy(lambda: learning_to_optimize(quick, seed))
+    for name, fn in _l2o_specs(l2o_config(quick, seed)):
+        ck._add(name, lambda fn=fn, name=name: fn(res(), name))
+
+
+def run(quick: bool, seed: int, only=None) -> list[Claim]:
+    """All claims of this script (``only``: substrings of the claim names to run)."""
     torch.set_num_threads(1)
-    claims = _volume_claims(seed)
-    claims += _heavy_ball_claims(quick, seed)
-    claims += _l2o_claims(learning_to_optimize(quick, seed))
-    return claims
+    ck = Checks(SECTION, only)
+    _volume_claims(ck, seed)
+    _heavy_ball_claims(ck, quick, seed)
+    _l2o_checks(ck, quick, seed)
+    return ck.claims
 
 
 def markdown_table(res):

@@ -1,4 +1,4 @@
-"""docs/theory.md §3: which linear maps each model can represent.
+"""Which linear maps each model can represent (docs/theory.md, representable linear maps).
 
 Checks, in float64 (regime: the ODE time-1 maps ``Psi_eps(theta)``, and for the learning
 experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h = 1/16``,
@@ -10,7 +10,9 @@ experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h 
   ``-(1+a) e^{-a} < m_eps <= -e^{-a}``, strictly decreasing in ``eps``, the global minimum on a
   dense scan; ``psi_eps -> exp`` at order 1 in ``eps`` (fitted slope);
 - thresholds: the criterion's threshold on ``diag(mu, 1)`` (bisection on ``is_representable``)
-  equals ``m_eps``, and the smallest simple real eigenvalue of ``Psi_eps(theta)`` over many
+  equals ``m_eps`` -- both against an independent reference: the minimum of the closed form of
+  ``psi`` written out here (:func:`m_eps_reference`), not ``secondorder.linear.m_eps`` -- and
+  the smallest simple real eigenvalue of ``Psi_eps(theta)`` over many
   random real 2x2 ``theta`` (then polished by Nelder-Mead) approaches ``m_eps`` from above and
   never crosses it; ``-I_2`` is representable at ``eps = 1`` and ``0.1`` through a complex pair;
 - "any linear map up to a factor": ``represent(D, eps, scale="auto")`` on matrices with
@@ -19,7 +21,10 @@ experiment also depth-16 networks in the ODE scaling ``f_n = h theta_n x``, ``h 
   first zero ``lam_0`` of ``psi``; with ``eps = 0`` no multiple of a reflection is reachable;
 - learning: a reflection scaled by ``c = 0.3``; first-order models (ResNet in the ODE scaling,
   Neural ODE ``expm(theta)``) stall at the floor ``c^2 sigma_min(D)^2`` (Eckart-Young: the
-  distance from ``c D`` to the matrices with ``det >= 0``), momentum models reach ~0.
+  distance from ``c D`` to the matrices with ``det >= 0``), momentum models reach ~0;
+- nesting of the representable sets in eps (:mod:`theory.nesting`).
+
+Each claim runs in isolation (:class:`theory._claim.Checks`).
 """
 
 from __future__ import annotations
@@ -44,9 +49,9 @@ from secondorder.linear import (
     represent,
 )
 
-from ._claim import Claim, above, below, close, fmt
+from ._claim import Checks, Claim, fmt, lazy
 
-SECTION = "3"
+SECTION = "representable linear maps"
 DT = torch.float64
 
 
@@ -56,84 +61,118 @@ def _ivp_psi(lam, eps, t1):
     return sol.y[0, -1]
 
 
-def check_psi(quick):
-    claims = []
+def check_psi(ck, quick):
     eps_list = [0.05, 0.3, 1.0, 4.0]
     lams = [-50.0, -11.0, -2.0, 0.5, 2.0] if quick else [-80.0, -50.0, -11.0, -2.0, -0.1, 0.5, 2.0, 4.0]
-    errs = []
-    for eps in eps_list:
-        for lam in lams:
-            for t1 in (1.0, 2.0):
-                ref = _ivp_psi(lam, eps, t1)
-                errs.append(abs(psi(lam, eps, t1) - ref) / max(1.0, abs(ref)))
+
+    def ivp_err():
+        errs = []
+        for eps in eps_list:
+            for lam in lams:
+                for t1 in (1.0, 2.0):
+                    ref = _ivp_psi(lam, eps, t1)
+                    errs.append(abs(psi(lam, eps, t1) - ref) / max(1.0, abs(ref)))
+        return max(errs)
+
     # DOP853 at rtol 1e-12 over <= ~30 oscillations: 1e-9
-    claims.append(below("psi = scalar ODE solution (scipy DOP853), max rel error", max(errs), 1e-9,
-                        SECTION))
+    ck.below("psi = scalar ODE solution (scipy DOP853), max rel error", ivp_err, 1e-9)
 
     # Psi against the library's SecondOrderODE on F(t, x) = theta x
-    if hasattr(so, "SecondOrderODE"):
-        rng = np.random.default_rng(1)
-        theta = rng.standard_normal((3, 3))
-        th = torch.tensor(theta, dtype=DT)
+    rng = np.random.default_rng(1)
+    theta = rng.standard_normal((3, 3))
+    th = torch.tensor(theta, dtype=DT)
 
-        def F(t, x):
-            return x @ th.T
+    def F(t, x):
+        return x @ th.T
 
-        for eps, t1 in ((0.5, 1.0), (0.2, 1.5)):
+    for eps, t1 in ((0.5, 1.0), (0.2, 1.5)):
+        def ode_err(eps=eps, t1=t1):
             model = so.SecondOrderODE(F, eps=eps, t1=t1, method="dopri5", rtol=1e-9, atol=1e-11)
             with torch.no_grad():
                 X = model(torch.eye(3, dtype=DT)).numpy()  # rows: x(t1) for x0 = e_i
-            err = np.abs(X.T - Psi(theta, eps, t1)).max()
-            # dopri5 at rtol 1e-9 / atol 1e-11 on an O(1) solution
-            claims.append(below(f"Psi = so.SecondOrderODE time-t1 map (eps={eps}, t1={t1})", err,
-                                1e-7, SECTION))
-    else:  # secondorder/ode.py not available
-        claims.append(Claim("Psi = so.SecondOrderODE", "skipped (no secondorder.ode)", "-", True, SECTION))
+            return np.abs(X.T - Psi(theta, eps, t1)).max()
 
-    worst = 0.0
-    for eps in (1e-6, 0.01, 0.1, 1.0, 10.0, 1e6):
-        a = 1 / (2 * eps)
-        want = (1 + a) * math.exp(-a)
-        if want > 0:
-            worst = max(worst, abs(psi(-1 / (4 * eps), eps) - want) / want)
-    claims.append(below("psi(-1/(4 eps)) = (1+a) e^{-a}, max rel error over eps in 1e-6..1e6", worst,
-                        1e-13, SECTION))
+        # dopri5 at rtol 1e-9 / atol 1e-11 on an O(1) solution
+        ck.below(f"Psi = so.SecondOrderODE time-t1 map (eps={eps}, t1={t1})", ode_err, 1e-7)
 
-    # eps -> 0: |psi_eps - exp| = O(eps), slope of log error vs log eps
-    lam = np.linspace(-3, 2, 21)
-    es = np.array([1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5])
-    err = [np.abs(psi(lam, e) - np.exp(lam)).max() for e in es]
-    slope = np.polyfit(np.log(es), np.log(err), 1)[0]
+    def closed_form():
+        worst = 0.0
+        for eps in (1e-6, 0.01, 0.1, 1.0, 10.0, 1e6):
+            a = 1 / (2 * eps)
+            want = (1 + a) * math.exp(-a)
+            if want > 0:
+                worst = max(worst, abs(psi(-1 / (4 * eps), eps) - want) / want)
+        return worst
+
+    ck.below("psi(-1/(4 eps)) = (1+a) e^{-a}, max rel error over eps in 1e-6..1e6", closed_form, 1e-13)
+
+    def slope():
+        # eps -> 0: |psi_eps - exp| = O(eps), slope of log error vs log eps
+        lam = np.linspace(-3, 2, 21)
+        es = np.array([1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5])
+        err = [np.abs(psi(lam, e) - np.exp(lam)).max() for e in es]
+        return np.polyfit(np.log(es), np.log(err), 1)[0], 1.0
+
     # the next term is O(eps^2): over eps <= 1e-2 the local slope moves by < 0.05
-    claims.append(close("eps -> 0: slope of max|psi_eps - exp| vs eps", slope, 1.0, atol=0.05,
-                        section=SECTION))
-    return claims
+    ck.close("eps -> 0: slope of max|psi_eps - exp| vs eps", slope, atol=0.05)
 
 
-def check_m_eps(quick):
-    claims = []
-    m1, l1 = m_eps(1.0)
-    claims.append(close("m_1 (docs/theory.md §3.2: -0.613499)", m1, -0.613499, atol=5e-7, section=SECTION))
-    claims.append(close("argmin of psi_1 (docs/theory.md §3.2: -11.0478)", l1, -11.0478, atol=5e-5,
-                        section=SECTION))
+def _psi_osc(lam, eps):
+    """Reference ``psi_eps(lam)`` (t1 = 1) on the oscillating side ``lam < -1/(4 eps)``, written
+    out here from the solution of ``eps x'' + x' = lam x`` (independent of secondorder.linear):
+    ``x(t) = e^{-t/(2 eps)} (cos(w t) + sin(w t) / (2 eps w))``, ``w = sqrt(-1 - 4 eps lam)/(2 eps)``."""
+    w = math.sqrt(-1.0 - 4.0 * eps * lam) / (2.0 * eps)
+    return math.exp(-1.0 / (2.0 * eps)) * (math.cos(w) + math.sin(w) / (2.0 * eps * w))
+
+
+def m_eps_reference(eps):
+    """Independent reference for ``(m_eps, lam*)``: the first trough of :func:`_psi_osc`, where
+    bracketed by the angles ``w in (pi, 2 pi)`` and located by scipy's bounded scalar minimisation
+    (Brent's method). ``t1 = 1``."""
+    # the first trough: the angle w (x at t = 1) is in (pi, 2 pi) there; psi is unimodal on it
+    lo = -(1.0 + (4.0 * eps * math.pi) ** 2) / (4.0 * eps)  # w = 2 pi
+    hi = -(1.0 + (2.0 * eps * math.pi) ** 2) / (4.0 * eps)  # w = pi
+    res = scipy.optimize.minimize_scalar(lambda x: _psi_osc(x, eps), bounds=(lo, hi), method="bounded",
+                                         options=dict(xatol=1e-12 * max(1.0, abs(lo))))
+    return float(res.fun), float(res.x)
+
+
+def check_m_eps(ck, quick):
+    # docs/theory.md, representable linear maps: m_1 = -0.613499 at lambda = -11.0478
+    ck.close("m_1 = -0.613499 (docs/theory.md §3.2)", lambda: (m_eps(1.0)[0], -0.613499), atol=5e-7)
+    ck.close("argmin of psi_1 = -11.0478 (docs/theory.md §3.2)", lambda: (m_eps(1.0)[1], -11.0478), atol=5e-5)
     eps_grid = np.geomspace(0.02, 50, 12 if quick else 40)
-    ms = np.array([m_eps(e)[0] for e in eps_grid])
-    a = 1 / (2 * eps_grid)
-    ok = np.all((-(1 + a) * np.exp(-a) < ms) & (ms <= -np.exp(-a)))
-    claims.append(Claim("-(1+a) e^-a < m_eps <= -e^-a on an eps grid", f"{ok} ({len(ms)} values)",
-                        "True", bool(ok), SECTION))
-    claims.append(below("m_eps strictly decreasing in eps: max difference", float(np.diff(ms).max()),
-                        0.0, SECTION))
-    # the first trough is the global minimum: a dense scan of the real line
-    gap = 0.0
-    for eps in (0.1, 1.0, 5.0):
-        m, lam = m_eps(eps)
-        grid = np.linspace(lam - 200 * (1 + eps), 5.0, 400001 if not quick else 100001)
-        gap = max(gap, m - psi(grid, eps).min())
+    ms = lazy(lambda: np.array([m_eps(e)[0] for e in eps_grid]))
+
+    def bounds():
+        a = 1 / (2 * eps_grid)
+        ok = np.all((-(1 + a) * np.exp(-a) < ms()) & (ms() <= -np.exp(-a)))
+        return f"{ok} ({len(eps_grid)} values)", bool(ok)
+
+    ck.check("-(1+a) e^-a < m_eps <= -e^-a on an eps grid", bounds, "True")
+    ck.below("m_eps strictly decreasing in eps: max difference", lambda: float(np.diff(ms()).max()), 0.0)
+
+    def independent():
+        worst = 0.0
+        for e in eps_grid:
+            worst = max(worst, abs(m_eps(e)[0] - m_eps_reference(e)[0]))
+        return worst
+
+    # bounded minimisation of a function flat at its minimum: value error ~ psi'' xatol^2, tiny
+    ck.below("m_eps = min of the independent closed-form psi (scipy bounded minimisation), max abs diff",
+             independent, 1e-10)
+
+    def scan():
+        # the first trough is the global minimum: a dense scan of the real line
+        gap = 0.0
+        for eps in (0.1, 1.0, 5.0):
+            m, lam = m_eps(eps)
+            grid = np.linspace(lam - 200 * (1 + eps), 5.0, 400001 if not quick else 100001)
+            gap = max(gap, m - psi(grid, eps).min())
+        return gap
+
     # the scan can only miss the minimum by psi'' h^2 (h ~ 1e-3): it is never below it
-    claims.append(below("m_eps - (min of psi on a dense scan), eps in {0.1, 1, 5}", gap, 1e-12,
-                        SECTION))
-    return claims
+    ck.below("m_eps - (min of psi on a dense scan), eps in {0.1, 1, 5}", scan, 1e-12)
 
 
 def _min_simple_real_eig(thetas, eps):
@@ -147,48 +186,54 @@ def _min_simple_real_eig(thetas, eps):
     return np.where(real, lo, np.inf)
 
 
-def check_thresholds(quick, seed):
-    claims = []
+def criterion_threshold(eps, lo=-5.0, hi=0.5, iters=60):
+    """Bisection on ``is_representable(diag(mu, 1), eps)``: the smallest representable ``mu``."""
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if is_representable(np.diag([mid, 1.0]), eps) else (mid, hi)
+    return hi
+
+
+def check_thresholds(ck, quick, seed):
     rng = np.random.default_rng(seed)
     for eps in (0.1, 1.0, 3.0):
-        m, lam_star = m_eps(eps)
-        lo, hi = -5.0, 0.5  # bisection on the criterion for D = diag(mu, 1)
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            lo, hi = (lo, mid) if is_representable(np.diag([mid, 1.0]), eps) else (mid, hi)
-        # the criterion's cluster tolerance (1e-6) decides at the bound
-        claims.append(close(f"criterion threshold on diag(mu, 1) = m_eps (eps={eps})", hi, m,
-                            atol=2e-6, section=SECTION))
-        # numerically: random real 2x2 theta around the trough, then Nelder-Mead
-        n = 4000 if quick else 40000
-        thetas = rng.standard_normal((n, 2, 2)) * 2 * abs(lam_star) / 3 + rng.uniform(
-            1.5 * lam_star, 0.5 * lam_star, (n, 1, 1)) * np.eye(2)
-        vals = _min_simple_real_eig(thetas, eps)
-        best = thetas[int(np.argmin(vals))]
+        # the criterion's cluster tolerance (1e-6) decides at the bound; the reference is the
+        # independent minimum of the closed form (not secondorder.linear.m_eps)
+        ck.close(f"criterion threshold on diag(mu, 1) = independent min of psi (eps={eps})",
+                 lambda eps=eps: (criterion_threshold(eps), m_eps_reference(eps)[0]), atol=2e-6)
 
-        def f(x, eps=eps):
-            return float(_min_simple_real_eig(x.reshape(1, 2, 2), eps)[0])
+        def numerical(eps=eps):
+            # numerically: random real 2x2 theta around the trough, then Nelder-Mead
+            m, lam_star = m_eps_reference(eps)
+            n = 4000 if quick else 40000
+            thetas = rng.standard_normal((n, 2, 2)) * 2 * abs(lam_star) / 3 + rng.uniform(
+                1.5 * lam_star, 0.5 * lam_star, (n, 1, 1)) * np.eye(2)
+            vals = _min_simple_real_eig(thetas, eps)
+            best = thetas[int(np.argmin(vals))]
 
-        res = scipy.optimize.minimize(f, best.ravel(), method="Nelder-Mead",
-                                      options=dict(xatol=1e-10, fatol=1e-14, maxiter=4000))
-        found = min(float(vals.min()), res.fun)
+            def f(x):
+                return float(_min_simple_real_eig(x.reshape(1, 2, 2), eps)[0])
+
+            res = scipy.optimize.minimize(f, best.ravel(), method="Nelder-Mead",
+                                          options=dict(xatol=1e-10, fatol=1e-14, maxiter=4000))
+            found = min(float(vals.min()), res.fun)
+            return f"{fmt(found, 9)} (reference {fmt(m, 9)})", m - 1e-12 <= found <= m + 1e-6 * abs(m)
+
         # never below m_eps (rounding of Psi ~1e-14); within 1e-6 |m| after Nelder-Mead
-        claims.append(Claim(f"numerical min real eigenvalue of Psi(theta) over 2x2 theta (eps={eps})",
-                            fmt(found, 9), f"in [m_eps - 1e-12, m_eps + 1e-6 |m|] = {fmt(m, 9)}",
-                            bool(m - 1e-12 <= found <= m + 1e-6 * abs(m)), SECTION))
+        ck.check(f"numerical min real eigenvalue of Psi(theta) over 2x2 theta (eps={eps})", numerical,
+                 "in [m_ref - 1e-12, m_ref + 1e-6 |m_ref|]")
     for eps in (1.0, 0.1):
-        theta = represent(-np.eye(2), eps)
-        res = np.abs(Psi(theta, eps) + np.eye(2)).max()
-        w = np.linalg.eigvals(theta)
-        ok = res < 1e-12 and abs(w[0].imag) > 0.1
-        claims.append(Claim(f"-I_2 = Psi(theta) with a complex pair of eigenvalues (eps={eps})",
-                            f"residual {fmt(res)}, eig(theta) {w[0]:.4g}", "residual < 1e-12, non-real",
-                            bool(ok), SECTION))
-    return claims
+        def minus_identity(eps=eps):
+            theta = represent(-np.eye(2), eps)
+            res = np.abs(Psi(theta, eps) + np.eye(2)).max()
+            w = np.linalg.eigvals(theta)
+            return f"residual {fmt(res)}, eig(theta) {w[0]:.4g}", res < 1e-12 and abs(w[0].imag) > 0.1
+
+        ck.check(f"-I_2 = Psi(theta) with a complex pair of eigenvalues (eps={eps})", minus_identity,
+                 "residual < 1e-12, non-real")
 
 
-def check_factor(seed):
-    claims = []
+def check_factor(ck, seed):
     rng = np.random.default_rng(seed)
     eps = 1.0
     Q, _ = np.linalg.qr(rng.standard_normal((4, 4)))
@@ -201,36 +246,42 @@ def check_factor(seed):
         "Jordan block J_2(-3) + [2]": np.array([[-3.0, 1, 0], [0, -3.0, 0], [0, 0, 2.0]]),
         "nilpotent": np.array([[0.0, 1.0], [0.0, 0.0]]),
     }
-    worst, cs = 0.0, []
-    for D in cases.values():
-        c, theta = represent(D, eps, scale="auto")
-        worst = max(worst, np.abs(Psi(theta, eps) - c * D).max() / max(1.0, np.abs(c * D).max()))
-        cs.append(c)
-    claims.append(below(f"Psi(theta) = c D for {len(cases)} matrices (det<0, singular, Jordan), "
-                        "max rel residual", worst, 1e-9, SECTION))
-    claims.append(above("smallest factor c used", min(cs), 0.0, SECTION))
-    # small c: theta = g(c D) ~ lam_0 I + c D / psi'(lam_0), error O(c^2)
-    lam0 = _g_real(0.0, eps)
-    d0 = float(_dpsi(lam0, eps))
-    D = cases["random 5x5"]
-    errs = []
-    for c in (1e-2, 1e-3):
-        theta = represent(c * D, eps)
-        errs.append(np.abs(theta - (lam0 * np.eye(5) + c * D / d0)).max())
-    slope = math.log(errs[0] / errs[1]) / math.log(10)
-    claims.append(close("theta(c D) - (lam_0 I + c D/psi'(lam_0)) = O(c^2): slope", slope, 2.0,
-                        atol=0.1, section=SECTION))
-    # eps = 0: no multiple of the reflection
-    raised = []
-    for c in (1.0, 0.3, 1e-3):
-        try:
-            represent(c * np.diag([-1.0, 1.0]), 0.0)
-            raised.append(False)
-        except NotRepresentableError:
-            raised.append(True)
-    claims.append(Claim("eps = 0: c * reflection not representable, c in {1, 0.3, 1e-3}",
-                        str(all(raised)), "True", all(raised), SECTION))
-    return claims
+
+    def factor():
+        worst, cmin = 0.0, math.inf
+        for D in cases.values():
+            c, theta = represent(D, eps, scale="auto")
+            worst = max(worst, np.abs(Psi(theta, eps) - c * D).max() / max(1.0, np.abs(c * D).max()))
+            cmin = min(cmin, c)
+        return f"residual {fmt(worst)}, smallest c {fmt(cmin)}", worst < 1e-9 and cmin > 0
+
+    ck.check(f"Psi(theta) = c D, c > 0, for {len(cases)} matrices (det<0, singular, Jordan)", factor,
+             "max rel residual < 1e-9 and every c > 0")
+
+    def local_inverse():
+        # small c: theta = g(c D) ~ lam_0 I + c D / psi'(lam_0), error O(c^2)
+        lam0 = _g_real(0.0, eps)
+        d0 = float(_dpsi(lam0, eps))
+        D = cases["random 5x5"]
+        errs = []
+        for c in (1e-2, 1e-3):
+            theta = represent(c * D, eps)
+            errs.append(np.abs(theta - (lam0 * np.eye(5) + c * D / d0)).max())
+        return math.log(errs[0] / errs[1]) / math.log(10), 2.0
+
+    ck.close("theta(c D) - (lam_0 I + c D/psi'(lam_0)) = O(c^2): slope", local_inverse, atol=0.1)
+
+    def eps_zero():
+        raised = []
+        for c in (1.0, 0.3, 1e-3):
+            try:
+                represent(c * np.diag([-1.0, 1.0]), 0.0)
+                raised.append(False)
+            except NotRepresentableError:
+                raised.append(True)
+        return str(all(raised)), all(raised)
+
+    ck.check("eps = 0: c * reflection not representable, c in {1, 0.3, 1e-3}", eps_zero, "True")
 
 
 class HLinear(nn.Module):
@@ -280,8 +331,7 @@ def train_linear(kind, target, eps, depth, steps, lr, seed):
         return float(((fwd() - T) ** 2).sum()), model
 
 
-def check_learning(quick, seed):
-    claims = []
+def check_learning(ck, quick, seed):
     eps, depth, c = 1.0, 16, 0.3
     steps = 600 if quick else 2000
     targets = {"reflection": np.diag([-1.0, 1.0])}
@@ -290,35 +340,48 @@ def check_learning(quick, seed):
         Q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
         Q[:, 0] *= -np.sign(np.linalg.det(Q))
         targets["orthogonal det -1 (3x3)"] = Q
-    m = m_eps(eps)[0]
     for name, D in targets.items():
         floor = (c * np.linalg.svd(D, compute_uv=False).min()) ** 2
         tag = f"{name}, c={c}, eps={eps}, depth {depth}"
-        loss, net = train_linear("resnet", c * D, eps, depth, steps, 0.1, seed)
-        rho = max(float(torch.linalg.eigvals(f.h * f.theta.detach()).abs().max()) for f in net.functions)
-        claims.append(below(f"ResNet stays in the ODE regime: max_n rho(h theta_n) ({name})", rho, 1.0,
-                            SECTION))
+        fit = {k: lazy(lambda k=k, D=D: train_linear(k, c * D, eps, depth, steps, 0.1, seed))
+               for k in ("resnet", "node", "momentum", "second_order")}
+
+        def rho(fit=fit):
+            net = fit["resnet"]()[1]
+            return max(float(torch.linalg.eigvals(f.h * f.theta.detach()).abs().max()) for f in net.functions)
+
+        ck.below(f"ResNet stays in the ODE regime: max_n rho(h theta_n) ({name})", rho, 1.0)
+
+        def stall(kind, up, fit=fit, floor=floor):
+            loss = fit[kind]()[0]
+            return fmt(loss), floor * (1 - 1e-9) <= loss <= up * floor
+
         # det(prod(I + h theta_n)) > 0 when every rho(h theta_n) < 1: loss >= floor; stall within 5%
-        ok = floor * (1 - 1e-9) <= loss <= 1.05 * floor
-        claims.append(Claim(f"ResNet loss stalls at floor c^2 sigma_min^2 ({tag})", fmt(loss),
-                            f"in [{fmt(floor)}, 1.05 x floor]", bool(ok), SECTION))
-        loss, _ = train_linear("node", c * D, eps, depth, steps, 0.1, seed)
-        ok = floor * (1 - 1e-9) <= loss <= 1.1 * floor
-        claims.append(Claim(f"Neural ODE expm(theta) loss stalls at floor ({tag})", fmt(loss),
-                            f"in [{fmt(floor)}, 1.1 x floor]", bool(ok), SECTION))
-        loss, _ = train_linear("momentum", c * D, eps, depth, steps, 0.1, seed)
-        claims.append(below(f"Momentum ResNet (gamma = 1 - h/eps) loss ({tag})", loss, 1e-8, SECTION))
-        loss, _ = train_linear("second_order", c * D, eps, depth, steps, 0.1, seed)
-        claims.append(below(f"second-order ODE Psi(theta) loss ({tag})", loss, 1e-8, SECTION))
+        ck.check(f"ResNet loss stalls at floor c^2 sigma_min^2 ({tag})", lambda: stall("resnet", 1.05),
+                 f"in [{fmt(floor)}, 1.05 x floor]")
+        ck.check(f"Neural ODE expm(theta) loss stalls at floor ({tag})", lambda: stall("node", 1.1),
+                 f"in [{fmt(floor)}, 1.1 x floor]")
+        ck.below(f"Momentum ResNet (gamma = 1 - h/eps) loss ({tag})", lambda fit=fit: fit["momentum"]()[0], 1e-8)
+        ck.below(f"second-order ODE Psi(theta) loss ({tag})", lambda fit=fit: fit["second_order"]()[0], 1e-8)
+
     # unscaled: -1 < m_eps is a simple eigenvalue, not representable; the ODE model stays away
-    loss, _ = train_linear("second_order", targets["reflection"], eps, depth, steps, 0.1, seed)
-    claims.append(above(f"second-order ODE on the unscaled reflection: loss (>= ~(1+m_eps)^2 = "
-                        f"{(1 + m) ** 2:.4f})", loss, 0.5 * (1 + m) ** 2, SECTION))
-    return claims
+    m = m_eps_reference(eps)[0]
+    ck.above(f"second-order ODE on the unscaled reflection: loss (>= ~(1+m_eps)^2 = {(1 + m) ** 2:.4f})",
+             lambda: train_linear("second_order", targets["reflection"], eps, depth, steps, 0.1, seed)[0],
+             0.5 * (1 + m) ** 2)
 
 
-def run(quick: bool = False, seed: int = 0) -> list[Claim]:
+def run(quick: bool = False, seed: int = 0, only=None) -> list[Claim]:
+    """All claims of this script (``only``: substrings of the claim names to run)."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
-    return (check_psi(quick) + check_m_eps(quick) + check_thresholds(quick, seed)
-            + check_factor(seed) + check_learning(quick, seed))
+    ck = Checks(SECTION, only)
+    check_psi(ck, quick)
+    check_m_eps(ck, quick)
+    check_thresholds(ck, quick, seed)
+    check_factor(ck, seed)
+    check_learning(ck, quick, seed)
+    from theory import nesting  # the nesting of the representable sets (same topic)
+
+    nesting.check_nesting(ck, quick, seed)
+    return ck.claims
