@@ -30,6 +30,26 @@ from fractions import Fraction
 
 import torch
 
+from . import _fused
+
+
+def set_fused(flag: bool | None) -> None:
+    """Choose how the exact backward runs its fixed-point arithmetic.
+
+    ``True``: always through the fused kernels compiled by ``torch.compile`` (inductor; a compile
+    failure raises). ``False``: always the eager PyTorch operations. ``None`` (the default): the
+    environment variable ``SECONDORDER_FUSED`` (``0``, ``1`` or ``auto``) if set, else automatic:
+    fused for state tensors of at least ``secondorder._fused.MIN_NUMEL`` elements when the compiler
+    works (the first call of each kernel is checked bit for bit against the eager path; a failure
+    falls back to eager with one warning). Both paths give bit-identical results.
+    """
+    _fused.set_fused(flag)
+
+
+def fused_mode() -> bool | None:
+    """The current choice: True (fused forced), False (eager forced) or None (automatic)."""
+    return _fused.mode()
+
 __all__ = [
     "BITS_LADDER",
     "DEFAULT_BITS",
@@ -38,6 +58,8 @@ __all__ = [
     "FixedPointOverflowError",
     "rational_gamma",
     "floor_divmod",
+    "set_fused",
+    "fused_mode",
 ]
 
 #: Fractional bits tried per dtype, finest first. A forward pass whose values leave the range
@@ -111,7 +133,9 @@ def floor_divmod(a: torch.Tensor, m: int, bound: int = 2**63):
         k = m.bit_length() - 1
         return a >> k, a & (m - 1)
     if bound <= FLOAT_EXACT:
-        q = torch.floor(a.to(torch.float64) / m).to(torch.int64)
+        t = a.to(torch.float64, copy=True)
+        q = t.div_(m).floor_().to(torch.int64)  # in place: one float64 temporary
+        del t
     else:
         q = torch.div(a, m, rounding_mode="floor")
     return q, torch.sub(a, q, alpha=m)
@@ -187,22 +211,44 @@ class BitStore:
         """Bytes held by the store: the live int64 tensor and the int32 spills."""
         return self.S.numel() * (8 + 4 * len(self._spilled))
 
+    def prepare_mul(self) -> None:
+        """Spill the store's high bits if the next :meth:`mul` could take it past ``2**53`` (host side)."""
+        n, d = self.n, self.d
+        if (self._bound // n) * d + d - 1 >= FLOAT_EXACT:  # spill the high bits as int32
+            self._spilled.append((self._count, (self.S >> _KEEP_BITS).to(torch.int32), self._bound))
+            self.S = self.S & (2**_KEEP_BITS - 1)
+            self._bound = 2**_KEEP_BITS - 1
+
+    def commit_mul(self, S: torch.Tensor) -> None:
+        """Take ``S`` as the store after a multiplication (done by :meth:`mul` or a fused kernel)."""
+        self.S = S
+        self._bound = (self._bound // self.n) * self.d + self.d - 1
+        self._count += 1
+
+    def commit_div(self, S: torch.Tensor) -> None:
+        """Take ``S`` as the store after a division, and put back a spill made at this layer."""
+        self.S = S
+        self._count -= 1
+        if self._spilled and self._spilled[-1][0] == self._count:
+            _, high, self._bound = self._spilled.pop()
+            self.S = S.bitwise_or_(high.to(torch.int64) << _KEEP_BITS)  # S is always a fresh tensor
+
     def mul(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``floor((V*n + s)/d)`` (within one quantum of ``V*gamma``), keeping what is lost."""
         n, d = self.n, self.d
         if n == d:
             return V
-        if (self._bound // n) * d + d - 1 >= FLOAT_EXACT:  # spill the high bits as int32
-            self._spilled.append((self._count, (self.S >> _KEEP_BITS).to(torch.int32), self._bound))
-            self.S = self.S & (2**_KEEP_BITS - 1)
-            self._bound = 2**_KEEP_BITS - 1
+        self.prepare_mul()
+        # every temporary below is fresh, so the updates run in place (fewer live int64 tensors)
         Vh, Vl = floor_divmod(V, d, self.v_bound)
         S, s = floor_divmod(self.S, n, FLOAT_EXACT)
-        w, r = floor_divmod(torch.add(s, Vl, alpha=n), d, n * d)  # Vl*n + s < n*d <= 2**62
-        self.S = torch.add(r, S, alpha=d)
-        self._bound = (self._bound // n) * d + d - 1
-        self._count += 1
-        return torch.add(w, Vh, alpha=n)
+        Vl.mul_(n).add_(s)  # Vl*n + s < n*d <= 2**62
+        del s
+        w, r = floor_divmod(Vl, d, n * d)
+        del Vl
+        self.commit_mul(r.add_(S, alpha=d))
+        del S, r
+        return w.add_(Vh, alpha=n)
 
     def div(self, V: torch.Tensor) -> torch.Tensor:
         """Exact inverse of the last :meth:`mul`."""
@@ -211,10 +257,10 @@ class BitStore:
             return V
         Vh, w = floor_divmod(V, n, self.v_bound)
         S, r = floor_divmod(self.S, d, FLOAT_EXACT)
-        Vl, s = floor_divmod(torch.add(r, w, alpha=d), n, n * d)
-        self.S = torch.add(s, S, alpha=n)
-        self._count -= 1
-        if self._spilled and self._spilled[-1][0] == self._count:
-            _, high, self._bound = self._spilled.pop()
-            self.S = (high.to(torch.int64) << _KEEP_BITS) | self.S
-        return torch.add(Vl, Vh, alpha=d)
+        w.mul_(d).add_(r)
+        del r
+        Vl, s = floor_divmod(w, n, n * d)
+        del w
+        self.commit_div(s.add_(S, alpha=n))
+        del S, s
+        return Vl.add_(Vh, alpha=d)
