@@ -86,8 +86,12 @@ def enabled(t: torch.Tensor) -> bool:
 def flat(t: torch.Tensor) -> torch.Tensor:
     """A 1-D contiguous tensor with ``t``'s elements that is not a view (dynamo guards on a view's
     base, whose shape would then recompile the kernels); shares ``t``'s memory when contiguous."""
-    if t.dim() == 1 and t._base is None and t.is_contiguous():
-        return t
+    b = t._base
+    if b is None:
+        if t.dim() == 1 and t.is_contiguous():
+            return t
+    elif b._base is None and b.dim() == 1 and b.numel() == t.numel() and t.is_contiguous():
+        return b  # the flat output of a kernel, seen through .view(shape)
     t = t.contiguous()
     return torch.empty(0, dtype=t.dtype, device=t.device).set_(t.untyped_storage(), t.storage_offset(), (t.numel(),), (1,))
 
@@ -184,14 +188,9 @@ def momentum_step(X, V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, inv_scale, lim
     return X2, V2, S2, xf, m
 
 
-def momentum_unstep_v(V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, p):
-    """``V <- store.div(V - round(c f(x) 2**bits))``; returns ``V, S``."""
-    work = k.dtype
-    return _store_div(V - _quantize(fx, k, work), S, n, d, inv_n, inv_d, lg_n, lg_d, p)
-
-
 def momentum_unstep(X, V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, inv_scale, dtype, p):
-    """:func:`momentum_unstep_v` then the previous layer's ``X <- X - V``; returns ``X, V, S, x_float``."""
+    """``V <- store.div(V - round(c f(x) 2**bits))``, then the previous layer's ``X <- X - V``;
+    returns ``X, V, S, x_float``."""
     work = k.dtype
     V2, S2 = _store_div(V - _quantize(fx, k, work), S, n, d, inv_n, inv_d, lg_n, lg_d, p)
     X2 = X - V2
@@ -219,7 +218,7 @@ def coupling_sub(Y, h, k, inv_scale, dtype):
     return Y2, _dequantize(Y2, inv_scale, work, dtype)
 
 
-_KERNELS = {f.__name__: f for f in (momentum_step, momentum_unstep_v, momentum_unstep, unstep_x, coupling_add, coupling_sub)}
+_KERNELS = {f.__name__: f for f in (momentum_step, momentum_unstep, unstep_x, coupling_add, coupling_sub)}
 
 
 def _get_compiled(name, p):
@@ -248,7 +247,8 @@ def call(name, *args):
             raise RuntimeError(f"secondorder: the fused exact-arithmetic kernels are unavailable on {dev}: {_broken[dev]}")
         return None
     p = args[-1] if name.startswith("momentum") else ()
-    key = (name, dev) + tuple(a.dtype if isinstance(a, torch.Tensor) else a for a in args)
+    out_dtype = next((a for a in reversed(args) if isinstance(a, torch.dtype)), None)
+    key = (name, p, dev, args[0].dtype, args[1].dtype, out_dtype)
     try:
         with torch.no_grad():
             out = _get_compiled(name, p)(*args)

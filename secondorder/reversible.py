@@ -170,6 +170,7 @@ class _Checks:
         self.codes = array.array("q")  # per entry: name index, layer
         self.values = None  # float64 tensor of max |value| (rescaled), grown by doubling
         self.count = 0
+        self._pending = []  # maxima from fused kernels not yet copied into values
 
     def _entry(self, what, layer, limit):
         if (what, limit) not in self.names:
@@ -187,6 +188,7 @@ class _Checks:
         """Remember ``max |t| * scale / limit`` (no synchronisation here); >= 1 is an overflow.
         ``limit`` defaults to the format's range."""
         limit = self.fmt.max_abs if limit is None else limit
+        self._flush()  # keep values in the order of their labels
         self._entry(what, layer, limit)
         self._room(1, t.device)
         m = t.detach().abs().amax() if t.numel() else t.new_zeros(())
@@ -195,14 +197,24 @@ class _Checks:
 
     def add_values(self, entries, m):
         """Remember several maxima at once: ``entries`` lists ``(what, layer, limit)`` and the float64
-        tensor ``m`` holds the matching ``max |t| * scale / limit`` (computed by a fused kernel)."""
+        tensor ``m`` holds the matching ``max |t| * scale / limit`` (computed by a fused kernel).
+        The small tensors are gathered in one copy every 64 calls."""
         for what, layer, limit in entries:
             self._entry(what, layer, limit)
-        self._room(len(entries), m.device)
-        self.values[self.count : self.count + len(entries)] = m[: len(entries)]
-        self.count += len(entries)
+        self._pending.append(m if m.numel() == len(entries) else m[: len(entries)])
+        if len(self._pending) >= 64:
+            self._flush()
+
+    def _flush(self):
+        if self._pending:
+            m = torch.cat(self._pending)
+            self._pending = []
+            self._room(m.numel(), m.device)
+            self.values[self.count : self.count + m.numel()] = m
+            self.count += m.numel()
 
     def raise_if_bad(self):
+        self._flush()
         if not self.count:
             return
         m = self.values[: self.count]
@@ -309,6 +321,7 @@ class _ExactMomentum:
         # in exact float64 arithmetic (velocity range |v| < 2**(53 - bits): 2.1e6 at 32 bits)
         self.v_limit = 2.0 ** (53 - self.fmt.bits) if x.dtype != torch.float64 else None
         self._xf = None  # (X, X._version, float X) left by a fused kernel
+        self._next = None  # (X, V, versions, X - V, its float) left by the fused unstep_v
         self._k = None  # the fused kernels' constants, built on first use
 
     def encode(self, x, v):
@@ -384,6 +397,11 @@ class _ExactMomentum:
             self.checks.add("the velocity v", n + 1, self.V, self.fmt.inv_scale, self.v_limit)
 
     def unstep_x(self):
+        nxt, self._next = self._next, None
+        if nxt is not None and nxt[0] is self.X and nxt[1] is self.V and nxt[2] == (self.X._version, self.V._version):
+            self.X = nxt[3]  # computed by the fused unstep_v that gave this V
+            self._xf = (self.X, self.X._version, nxt[4])
+            return
         if self._fused() is not None:
             out = _fused.call("unstep_x", _fused.flat(self.X), _fused.flat(self.V), self._k["inv_scale"], self.fmt.dtype)
             if out is not None:
@@ -393,31 +411,29 @@ class _ExactMomentum:
         self.X = self.X - self.V
 
     def unstep_v(self, n, fx):
+        """Undo layer ``n``'s velocity update. The fused kernel also computes the previous layer's
+        ``X - V`` (the next :meth:`unstep_x`, which then only takes it), so a backward step costs one
+        kernel call."""
         k = self._fused(fx)
+        self._next = None
         if k is not None:
-            out = _fused.call("momentum_unstep_v", _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx),
-                              *k["store"], k["k"], k["plan"][1])
+            out = _fused.call("momentum_unstep", _fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S),
+                              _fused.flat(fx), *k["store"], k["k"], k["inv_scale"], self.fmt.dtype, k["plan"][1])
             if out is not None:
-                self.V = out[0].view(self.X.shape)
-                self.store.commit_div(out[1].view(self.X.shape))
+                shape = self.X.shape
+                self.V = out[1].view(shape)
+                self.store.commit_div(out[2].view(shape))
+                X1 = out[0].view(shape)
+                self._next = (self.X, self.V, (self.X._version, self.V._version), X1, out[3].view(shape))
                 return
         T = self._term(n, fx, False)
         self.V = self.store.div(T.neg_().add_(self.V))  # V - T, in a fresh tensor
 
     def unstep(self, n, fx):
-        """:meth:`unstep_v` for layer ``n``, then (for ``n > 0``) :meth:`unstep_x` of layer ``n - 1``,
-        in one fused kernel: the backward loop ``unstep_x(); for n in reversed(range(N)): x =
-        x_float(); fx = f(x); unstep(n, fx)`` visits the same states as calling the two separately."""
-        k = self._fused(fx)
-        if k is not None and n > 0:
-            out = _fused.call("momentum_unstep", _fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S),
-                              _fused.flat(fx), *k["store"], k["k"], k["inv_scale"], self.fmt.dtype, k["plan"][1])
-            if out is not None:
-                shape = self.X.shape
-                self.X, self.V = out[0].view(shape), out[1].view(shape)
-                self.store.commit_div(out[2].view(shape))
-                self._xf = (self.X, self.X._version, out[3].view(shape))
-                return
+        """:meth:`unstep_v` for layer ``n``, then (for ``n > 0``) :meth:`unstep_x` of layer ``n - 1``:
+        the backward loop ``unstep_x(); for n in reversed(range(N)): x = x_float(); fx = f(x);
+        unstep(n, fx)`` visits the same states as calling the two separately (with the fused
+        kernels both cost one call either way)."""
         self.unstep_v(n, fx)
         if n > 0:
             self.unstep_x()
