@@ -31,6 +31,7 @@ path (a compiled call costs tens of microseconds of fixed overhead).
 
 from __future__ import annotations
 
+import inspect
 import os
 import types
 import warnings
@@ -38,9 +39,11 @@ import warnings
 import torch
 
 #: Below this many elements per state tensor the eager path is used: the fixed cost of a compiled
-#: call (guards, launch: ~30-50 us on CPU) exceeds what fusing saves (measured with
-#: ``benchmarks/speed.py --kernels``; see BENCHMARKS.md).
-MIN_NUMEL = 2048
+#: call (dynamo's guards and wrappers: ~25-50 us on CPU) exceeds what fusing saves (measured with
+#: ``python -m benchmarks speed --kernels``: break-even near 8192 elements; see BENCHMARKS.md).
+MIN_NUMEL = 8192
+#: The same for a RevNet half step, whose eager work (quantize, add, two maxima) is smaller.
+MIN_NUMEL_COUPLING = 65536
 
 _override: bool | None = None  # set_fused(): True/False force, None = environment / auto
 _broken: dict = {}  # device type -> reason, when a compile failed or a kernel did not match
@@ -73,12 +76,12 @@ def mode() -> bool | None:
     return _override if _override is not None else _env_mode()
 
 
-def enabled(t: torch.Tensor) -> bool:
+def enabled(t: torch.Tensor, coupling: bool = False) -> bool:
     """Whether the fused path is tried for state tensors like ``t`` (size and mode only)."""
     m = mode()
     if m is False:
         return False
-    if m is None and t.numel() < MIN_NUMEL:
+    if m is None and t.numel() < (MIN_NUMEL_COUPLING if coupling else MIN_NUMEL):
         return False
     return t.numel() >= 2  # dynamo specializes sizes 0 and 1: keep them out of the compiled graphs
 
@@ -218,7 +221,42 @@ def coupling_sub(Y, h, k, inv_scale, dtype):
     return Y2, _dequantize(Y2, inv_scale, work, dtype)
 
 
-_KERNELS = {f.__name__: f for f in (momentum_step, momentum_unstep, unstep_x, coupling_add, coupling_sub)}
+def momentum_step_(X, V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, inv_scale, lim, dtype, p):
+    """:func:`momentum_step` writing ``X, V, S`` in place (no new int64 buffers); returns ``x_float, maxima``."""
+    X2, V2, S2, xf, m = momentum_step(X, V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, inv_scale, lim, dtype, p)
+    X.copy_(X2)
+    V.copy_(V2)
+    S.copy_(S2)
+    return xf, m
+
+
+def momentum_unstep_(X, V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, inv_scale, dtype, p):
+    """:func:`momentum_unstep` writing ``V, S`` in place; returns the new ``X`` (a new tensor: the
+    current one stays valid until the caller moves on) and ``x_float``."""
+    X2, V2, S2, xf = momentum_unstep(X, V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, inv_scale, dtype, p)
+    V.copy_(V2)
+    S.copy_(S2)
+    return X2, xf
+
+
+def momentum_unstep_last(V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, p):
+    """The first layer's ``V <- store.div(V - round(c f(x) 2**bits))`` alone (no previous layer to
+    step ``X`` back to); returns ``V, S``."""
+    return _store_div(V - _quantize(fx, k, k.dtype), S, n, d, inv_n, inv_d, lg_n, lg_d, p)
+
+
+def momentum_unstep_last_(V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, p):
+    """:func:`momentum_unstep_last` writing ``V, S`` in place; returns ``V``."""
+    V2, S2 = momentum_unstep_last(V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, p)
+    V.copy_(V2)
+    S.copy_(S2)
+    return (V2.new_zeros(()),)  # a token: a compiled graph must return a tensor
+
+
+_KERNELS = {f.__name__: f for f in (momentum_step, momentum_unstep, unstep_x, coupling_add, coupling_sub,
+                                     momentum_step_, momentum_unstep_, momentum_unstep_last, momentum_unstep_last_)}
+#: The arguments each in-place kernel writes.
+_MUTATES = {"momentum_step_": (0, 1, 2), "momentum_unstep_": (1, 2), "momentum_unstep_last_": (0, 1)}
 
 
 def _get_compiled(name, p):
@@ -231,7 +269,45 @@ def _get_compiled(name, p):
         tag = "_".join(p) if p else "all"
         code = f.__code__.replace(co_name=f"{f.__name__}_{tag}")
         g = types.FunctionType(code, f.__globals__, code.co_name, f.__defaults__, f.__closure__)
-        fn = _compiled[name, p] = torch.compile(g, dynamic=True, fullgraph=True)
+        fn = _compiled[name, p] = torch.compile(g, backend=_backend, dynamic=True, fullgraph=True)
+    return fn
+
+
+# Direct calls. Going through dynamo costs ~0.1-0.2 ms per call (its guards and wrappers, worse when
+# the caches are cold after a layer's matmuls). The inputs here are fully under this module's
+# control (flat contiguous tensors of one length >= 2, fixed dtypes, no grad), so after dynamo has
+# compiled a graph for a signature the graph's compiled function is called directly, with the
+# arguments its placeholders name (a tensor argument, or the length of one). A placeholder of any
+# other kind keeps the call on dynamo.
+_direct: dict = {}  # signature -> (compiled function, [(argument index, size dim or None)])
+_capturing = [None]  # the signature being compiled, and its kernel's parameter names
+
+
+def _backend(gm, example_inputs):
+    from torch._inductor.compile_fx import compile_fx
+
+    fn = compile_fx(gm, example_inputs)
+    key, names = _capturing[0] if _capturing[0] is not None else (None, None)
+    if key is not None:
+        try:
+            from torch._dynamo.source import LocalSource, TensorProperty, TensorPropertySource
+
+            pos = {nm: i for i, nm in enumerate(names)}
+            getters = []
+            for node in gm.graph.nodes:
+                if node.op != "placeholder":
+                    continue
+                src = getattr(node.meta.get("grapharg"), "source", None)
+                if type(src) is LocalSource and src.local_name in pos:
+                    getters.append((pos[src.local_name], None))
+                elif (type(src) is TensorPropertySource and type(src.base) is LocalSource
+                      and src.prop == TensorProperty.SIZE and src.base.local_name in pos):
+                    getters.append((pos[src.base.local_name], src.idx))
+                else:
+                    raise LookupError(src)
+            _direct[key] = (fn, getters)
+        except Exception:  # noqa: BLE001 - unknown placeholder: stay on the dynamo path
+            pass
     return fn
 
 
@@ -240,18 +316,39 @@ def call(name, *args):
     runs its eager code). In automatic mode the first call per kernel, plan, dtype and device is
     checked bit for bit against the same function run eagerly; a compile failure or a mismatch
     turns the fused path off for that device type, with one warning."""
-    dev = args[0].device.type
+    device = args[0].device
+    dev = device.type
     forced = mode() is True
     if dev in _broken:
         if forced:
             raise RuntimeError(f"secondorder: the fused exact-arithmetic kernels are unavailable on {dev}: {_broken[dev]}")
         return None
-    p = args[-1] if name.startswith("momentum") else ()
-    out_dtype = next((a for a in reversed(args) if isinstance(a, torch.dtype)), None)
-    key = (name, p, dev, args[0].dtype, args[1].dtype, out_dtype)
+    momentum = name.startswith("momentum")
+    p = args[-1] if momentum else ()
+    # everything a graph depends on: the float input's and the output's dtypes (the int64 states and
+    # the constants' dtypes follow from them), the device and the plan
+    fx_pos = 2 if name.startswith("momentum_unstep_last") else 3
+    last = args[-2 if momentum else -1]
+    key = (name, p, device, last.dtype if isinstance(last, torch.Tensor) else last, args[fx_pos if momentum else 1].dtype)
+    check = key not in _verified and not forced
+    if check:  # the reference first: an in-place kernel overwrites its inputs
+        ref_args = list(args)
+        for i in _MUTATES.get(name, ()):
+            ref_args[i] = args[i].clone()
+        with torch.no_grad():
+            ref = _KERNELS[name](*ref_args)
+        ref = tuple(ref) + tuple(ref_args[i] for i in _MUTATES.get(name, ()))
+    entry = _direct.get(key)
     try:
         with torch.no_grad():
-            out = _get_compiled(name, p)(*args)
+            if entry is not None and not check:
+                fn, getters = entry
+                return fn(*[args[i] if dim is None else args[i].size(dim) for i, dim in getters])
+            _capturing[0] = (key, list(inspect.signature(_KERNELS[name]).parameters))
+            try:
+                out = _get_compiled(name, p)(*args)
+            finally:
+                _capturing[0] = None
     except Exception as e:  # noqa: BLE001 - any compiler failure means: use the eager path
         if forced:
             raise
@@ -260,14 +357,15 @@ def call(name, *args):
                       f"using the eager path, which gives the same bits ({_broken[dev]}). Set "
                       f"SECONDORDER_FUSED=0 to skip the attempt.", RuntimeWarning, stacklevel=3)
         return None
-    if key not in _verified and not forced:
-        with torch.no_grad():
-            ref = _KERNELS[name](*args)
-        if not all(_same(a, b) for a, b in zip(out, ref)):
+    if check:
+        got = tuple(out) + tuple(args[i] for i in _MUTATES.get(name, ()))
+        if not all(_same(a, b) for a, b in zip(got, ref)):
             _broken[dev] = f"the compiled kernel {name} differs from the eager one"
             warnings.warn(f"secondorder: the compiled exact-arithmetic kernel {name} on {dev} is not bit-identical "
                           f"to the eager path; using the eager path.", RuntimeWarning, stacklevel=3)
-            return ref
+            for i in _MUTATES.get(name, ()):
+                args[i].copy_(ref[len(ref) - len(_MUTATES[name]) + _MUTATES[name].index(i)])
+            return ref[: len(ref) - len(_MUTATES.get(name, ()))]
         _verified.add(key)
     return out
 
@@ -280,6 +378,7 @@ def _same(a, b):
 
 
 def reset():
-    """Forget probe results and verifications (for tests)."""
+    """Forget probe results, verifications and direct calls (for tests)."""
     _broken.clear()
     _verified.clear()
+    _direct.clear()

@@ -22,6 +22,12 @@ puts them back at the same layer). There is therefore no depth limit, and the st
 
 The value range is ``|x| < 2**(61 - bits)``; a value outside it (or NaN/inf) raises
 :class:`FixedPointOverflowError` naming the layer, the magnitude and the ``fixed_point_bits`` knob.
+
+Speed: the exact backward runs each layer's integer chain (the store's multiply or divide, the
+quantization of ``(1 - gamma) * f(x)``, the additions, the range-check maxima) as one kernel
+compiled by ``torch.compile`` when a compiler works (:mod:`secondorder._fused`; bit-identical to the
+eager operations here, which remain the fallback). :func:`set_fused` or the environment variable
+``SECONDORDER_FUSED=0/1`` forces either path.
 """
 
 from __future__ import annotations

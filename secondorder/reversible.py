@@ -323,6 +323,7 @@ class _ExactMomentum:
         self._xf = None  # (X, X._version, float X) left by a fused kernel
         self._next = None  # (X, V, versions, X - V, its float) left by the fused unstep_v
         self._k = None  # the fused kernels' constants, built on first use
+        self._owner = None  # self when X, V and store.S may be updated in place
 
     def encode(self, x, v):
         self.checks.add("the input x", 0, x)
@@ -332,6 +333,7 @@ class _ExactMomentum:
         v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
         self.store = _exact.BitStore(self.V, self.frac, v_bound)
         self._xf = None
+        self._owner = self  # fresh tensors from quantize and the store
 
     def x_float(self):
         xf, self._xf = _cached_float(self._xf, self.X), None
@@ -372,18 +374,31 @@ class _ExactMomentum:
             }
         return self._k
 
+    def _owns_state(self):
+        """Whether ``X, V, S`` are this arithmetic's own contiguous tensors, which the fused kernels
+        may then overwrite in place. A copy made by ``copy.copy`` (the backward's walking copy)
+        shares the forward's tensors and does not own them until its first update replaces them."""
+        return (self._owner is self and self.X.is_contiguous() and self.V.is_contiguous()
+                and self.store.S.is_contiguous())
+
     def step(self, n, fx):
         k = self._fused(fx)
         if k is not None:
             self.store.prepare_mul()
-            out = _fused.call("momentum_step", _fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S),
-                              _fused.flat(fx), *k["store"], k["k"], k["inv_scale"], k["lim"], self.fmt.dtype,
-                              k["plan"][0])
+            args = (_fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx), *k["store"],
+                    k["k"], k["inv_scale"], k["lim"], self.fmt.dtype, k["plan"][0])
+            shape = self.X.shape
+            in_place = self._owns_state()
+            out = _fused.call("momentum_step_" if in_place else "momentum_step", *args)
             if out is not None:
-                X, V, S, xf, m = out
-                shape = self.X.shape
-                self.X, self.V = X.view(shape), V.view(shape)
-                self.store.commit_mul(S.view(shape))
+                if in_place:
+                    xf, m = out
+                    self.store.commit_mul(self.store.S)
+                else:
+                    X, V, S, xf, m = out
+                    self.X, self.V = X.view(shape), V.view(shape)
+                    self.store.commit_mul(S.view(shape))
+                    self._owner = self
                 self._xf = (self.X, self.X._version, xf.view(shape))
                 entries = [("(1 - gamma) * f(x)", n, self.fmt.max_abs), ("the state x", n + 1, self.fmt.max_abs)]
                 if self.v_limit is not None:
@@ -416,15 +431,35 @@ class _ExactMomentum:
         kernel call."""
         k = self._fused(fx)
         self._next = None
-        if k is not None:
-            out = _fused.call("momentum_unstep", _fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S),
-                              _fused.flat(fx), *k["store"], k["k"], k["inv_scale"], self.fmt.dtype, k["plan"][1])
+        if k is not None and n == 0:  # no previous layer: V and S only
+            shape, in_place = self.X.shape, self._owns_state()
+            out = _fused.call("momentum_unstep_last_" if in_place else "momentum_unstep_last", _fused.flat(self.V),
+                              _fused.flat(self.store.S), _fused.flat(fx), *k["store"], k["k"], k["plan"][1])
             if out is not None:
-                shape = self.X.shape
-                self.V = out[1].view(shape)
-                self.store.commit_div(out[2].view(shape))
-                X1 = out[0].view(shape)
-                self._next = (self.X, self.V, (self.X._version, self.V._version), X1, out[3].view(shape))
+                if in_place:
+                    self.store.commit_div(self.store.S)
+                else:
+                    self.V = out[0].view(shape)
+                    self.store.commit_div(out[1].view(shape))
+                    self._owner = self
+                return
+        elif k is not None:
+            args = (_fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx), *k["store"],
+                    k["k"], k["inv_scale"], self.fmt.dtype, k["plan"][1])
+            shape = self.X.shape
+            in_place = self._owns_state()
+            out = _fused.call("momentum_unstep_" if in_place else "momentum_unstep", *args)
+            if out is not None:
+                if in_place:
+                    X1, xf = out
+                    self.store.commit_div(self.store.S)
+                else:
+                    X1, V, S, xf = out
+                    self.V = V.view(shape)
+                    self.store.commit_div(S.view(shape))
+                    self._owner = self
+                X1 = X1.view(shape)
+                self._next = (self.X, self.V, (self.X._version, self.V._version), X1, xf.view(shape))
                 return
         T = self._term(n, fx, False)
         self.V = self.store.div(T.neg_().add_(self.V))  # V - T, in a fresh tensor
@@ -549,7 +584,7 @@ class _ExactCoupling:
         return y if y is not None else self.fmt.dequantize(self.s[i])
 
     def _fused(self, t):
-        if not _fused.enabled(t):
+        if not _fused.enabled(t, coupling=True):
             return None
         if self._k is None:
             fmt, dev = self.fmt, t.device

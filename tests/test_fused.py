@@ -20,10 +20,10 @@ from secondorder.reversible import _ExactCoupling, _ExactMomentum
 @pytest.fixture(scope="module", autouse=True)
 def fused_everywhere():
     """Fused kernels for every size (the automatic mode skips small tensors), restored afterwards."""
-    old = _fused.MIN_NUMEL
-    _fused.MIN_NUMEL = 0
+    old = _fused.MIN_NUMEL, _fused.MIN_NUMEL_COUPLING
+    _fused.MIN_NUMEL = _fused.MIN_NUMEL_COUPLING = 0
     yield
-    _fused.MIN_NUMEL = old
+    _fused.MIN_NUMEL, _fused.MIN_NUMEL_COUPLING = old
     set_fused(None)
 
 
@@ -108,7 +108,7 @@ def test_fused_kernels_are_bit_identical_to_the_store():
         for n in range(400):
             fx = torch.tanh(a.x_float()) * 3
             a.step(n, fx)
-            states.append((a.X, a.V, a.store.S))
+            states.append((a.X.clone(), a.V.clone(), a.store.S.clone()))  # fused steps write in place
         a.finish_forward()
         spills = a.store.spills
         back = []
@@ -116,7 +116,7 @@ def test_fused_kernels_are_bit_identical_to_the_store():
         for n in reversed(range(400)):
             fx = torch.tanh(a.x_float()) * 3
             a.unstep(n, fx) if fused else (a.unstep_v(n, fx), n > 0 and a.unstep_x())
-            back.append((a.X, a.V, a.store.S))
+            back.append((a.X.clone(), a.V.clone(), a.store.S.clone()))
         arith[fused] = (a, states, back, spills)
     set_fused(None)
     (af, sf, bf, spf), (ae, se, be, spe) = arith[True], arith[False]
@@ -219,6 +219,17 @@ def test_overflow_and_nan_are_reported_the_same():
         msgs[fused] = str(e.value)
     set_fused(None)
     assert msgs[True] == msgs[False] and "non-finite" in msgs[True]
+
+
+def test_automatic_mode_skips_small_tensors(monkeypatch):
+    monkeypatch.setattr(_fused, "MIN_NUMEL", 100)
+    set_fused(None)
+    assert not _fused.enabled(torch.zeros(99)) and _fused.enabled(torch.zeros(100))
+    set_fused(True)  # forced: every size but the 0- and 1-element ones dynamo specializes
+    assert _fused.enabled(torch.zeros(2)) and not _fused.enabled(torch.zeros(1))
+    set_fused(False)
+    assert not _fused.enabled(torch.zeros(10**4))
+    set_fused(None)
 
 
 def test_fallback_when_compilation_fails(monkeypatch):
