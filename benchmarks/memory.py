@@ -192,7 +192,7 @@ def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32
     return rows
 
 
-def break_even(depths=(1, 2, 3, 4, 6, 8), *, batch=8192, d=64, h=128, device="cpu", progress=True):
+def break_even(depths=(1, 2, 3, 4, 6, 8, 12, 16), *, batch=8192, d=64, h=128, device="cpu", progress=True):
     """Steady-state peak memory of a step (after a warm-up step) at small depths, autograd against
     the exact backward (fused and eager); the break-even depth is the first where exact mode's
     peak is below autograd's. With ``d=64``, ``batch=8192`` one activation is 2 MiB."""
@@ -236,7 +236,7 @@ def run(quick=False, device="cpu", seed=0, progress=True, batch=512, d=64, h=128
     for m, n in tqdm(jobs, desc="memory", disable=not progress):
         rows.append(measure(m, n, device=device, repeats=2 if quick else 5, batch=batch, d=d, h=h))
     errs = gradient_errors([10, 100, 1000] if quick else [10, 100, 1000, 3000])
-    be = break_even((1, 2, 4) if quick else (1, 2, 3, 4, 6, 8), device=device, progress=progress)
+    be = break_even((1, 4, 16) if quick else (1, 2, 3, 4, 6, 8, 12, 16), device=device, progress=progress)
     return {"device": device, "quick": quick, "batch": batch, "d": d, "h": h, "rows": rows, "gradient_errors": errs,
             "break_even": be}
 
@@ -280,6 +280,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
     p.add_argument("--width", type=int, default=64, help="state width d (default 64); hidden width is 2d")
     p.add_argument("--break-even", action="store_true", help="only the small-depth table (batch 8192): where exact mode's peak drops below autograd's")
+    p.add_argument("--depths", default="1,2,3,4,6,8,12,16", help="depths of the --break-even table (comma-separated)")
     p.add_argument("--out", default=None, help="JSON output (default out/bench/memory_<device>[_quick|_break_even].json)")
     args = p.parse_args(argv)
     from secondorder._io import write_json
@@ -287,7 +288,7 @@ def main(argv=None):
     root = Path(__file__).resolve().parent.parent / "out" / "bench"
     root.mkdir(parents=True, exist_ok=True)
     if args.break_even:
-        be = break_even(device=args.device)
+        be = break_even(tuple(int(n) for n in args.depths.split(",")), device=args.device)
         print(break_even_table(be))
         out = args.out or str(root / f"memory_{args.device}_break_even.json")
         write_json(out, be)

@@ -3,7 +3,8 @@
 In one process, one thread, float32, gamma 0.9, a weight-tied block over ``--depth`` layers. For
 each block every method is timed in turn, round after round (``--repeats`` rounds, medians), so
 that machine load affects them alike; the table gives each method's median as a ratio to
-autograd's. Before timing, each method runs one step (reported as ``first_ms``): that step pays
+autograd's. Times are the process's CPU time (``time.process_time``; the JSON also has the wall
+clock), which a loaded machine distorts less than the wall clock. Before timing, each method runs one step (reported as ``first_ms``): that step pays
 one-time costs that later steps do not (compiling the fused kernels, or loading them from
 inductor's on-disk cache; the ~34 MiB import that ``torch.autograd.grad`` with ``grad_outputs``
 triggers once per process; first-touch allocations).
@@ -116,9 +117,9 @@ def _step(net, x, mode):
 
     set_fused(False if mode == "exact_eager" else None)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         (net(x) ** 2).mean().backward()
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, time.process_time() - c0
     finally:
         set_fused(None)
 
@@ -135,25 +136,30 @@ def run(names, depth=30, repeats=7, seed=0, progress=True, gamma=0.9):
         torch.manual_seed(seed)
         blocks, x = _block_and_input(*CONFIGS[name])
         nets = _nets(kind, blocks, depth, gamma)
-        first = {m: 1e3 * _step(net, x, m) for m, net in nets.items()}  # one-time costs
-        times = {m: [] for m in nets}
+        first = {m: 1e3 * _step(net, x, m)[0] for m, net in nets.items()}  # one-time costs
+        wall, cpu = {m: [] for m in nets}, {m: [] for m in nets}
         for _ in range(repeats):
             for m, net in nets.items():
-                times[m].append(_step(net, x, m))
-        med = {m: 1e3 * statistics.median(t) for m, t in times.items()}
+                w, c = _step(net, x, m)
+                wall[m].append(w)
+                cpu[m].append(c)
+        med = {m: 1e3 * statistics.median(t) for m, t in cpu.items()}
+        med_wall = {m: 1e3 * statistics.median(t) for m, t in wall.items()}
         row = {"config": name, "elements": x.numel(), **{f"{m}_ms": med[m] for m in nets},
-               **{f"{m}_first_ms": first[m] for m in nets}}
+               **{f"{m}_wall_ms": med_wall[m] for m in nets}, **{f"{m}_first_ms": first[m] for m in nets}}
         for m in nets:
             if m != "autograd":
                 row[f"{m}_ratio"] = med[m] / med["autograd"]
+                row[f"{m}_wall_ratio"] = med_wall[m] / med_wall["autograd"]
         rows.append(row)
-    return {"depth": depth, "repeats": repeats, "gamma": gamma, "statistic": "median", "torch": torch.__version__,
+    return {"depth": depth, "repeats": repeats, "gamma": gamma, "statistic": "median of CPU time (process_time); "
+            "*_wall_* keys: wall clock; *_first_ms: wall clock of the first step", "torch": torch.__version__,
             "device": "cpu", "threads": 1, "rows": rows}
 
 
 def table(result):
     modes = [m for m in MODES if any(f"{m}_ms" in r for r in result["rows"])]
-    lines = [f"time per training step, depth {result['depth']}, float32, one thread, median of {result['repeats']} "
+    lines = [f"CPU time per training step, depth {result['depth']}, float32, one thread, median of {result['repeats']} "
              f"interleaved rounds; ratios to autograd (ms of autograd in its column)",
              "| block | state elements | autograd ms | " + " | ".join(f"{m} / autograd" for m in modes[1:]) + " |",
              "|---|---:|---:|" + "---:|" * (len(modes) - 1)]

@@ -253,8 +253,10 @@ def momentum_unstep_last_(V, S, fx, n, d, inv_n, inv_d, lg_n, lg_d, k, p):
     return (V2.new_zeros(()),)  # a token: a compiled graph must return a tensor
 
 
-_KERNELS = {f.__name__: f for f in (momentum_step, momentum_unstep, unstep_x, coupling_add, coupling_sub,
-                                     momentum_step_, momentum_unstep_, momentum_unstep_last, momentum_unstep_last_)}
+# the compiled entry points (the momentum ones write the states in place; their out-of-place
+# bodies above are what they call)
+_KERNELS = {f.__name__: f for f in (unstep_x, coupling_add, coupling_sub, momentum_step_, momentum_unstep_,
+                                     momentum_unstep_last_)}
 #: The arguments each in-place kernel writes.
 _MUTATES = {"momentum_step_": (0, 1, 2), "momentum_unstep_": (1, 2), "momentum_unstep_last_": (0, 1)}
 

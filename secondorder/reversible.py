@@ -374,31 +374,32 @@ class _ExactMomentum:
             }
         return self._k
 
-    def _owns_state(self):
-        """Whether ``X, V, S`` are this arithmetic's own contiguous tensors, which the fused kernels
-        may then overwrite in place. A copy made by ``copy.copy`` (the backward's walking copy)
-        shares the forward's tensors and does not own them until its first update replaces them."""
-        return (self._owner is self and self.X.is_contiguous() and self.V.is_contiguous()
-                and self.store.S.is_contiguous())
+    def _own_state(self, x_too=True):
+        """Make ``V``, ``store.S`` (and ``X`` if ``x_too``) this arithmetic's own contiguous tensors,
+        which the fused kernels then overwrite in place. A copy made by ``copy.copy`` (the backward's
+        walking copy) shares the forward's tensors: its first update clones them (one copy, as an
+        out-of-place update would allocate), later ones write in place."""
+        st = self.store
+        if self._owner is self and self.X.is_contiguous() and self.V.is_contiguous() and st.S.is_contiguous():
+            return
+        if x_too:
+            self.X = self.X.clone(memory_format=torch.contiguous_format)
+        self.V = self.V.clone(memory_format=torch.contiguous_format)
+        st.S = st.S.clone(memory_format=torch.contiguous_format)
+        self._owner = self
 
     def step(self, n, fx):
         k = self._fused(fx)
         if k is not None:
             self.store.prepare_mul()
+            self._own_state()
             args = (_fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx), *k["store"],
                     k["k"], k["inv_scale"], k["lim"], self.fmt.dtype, k["plan"][0])
             shape = self.X.shape
-            in_place = self._owns_state()
-            out = _fused.call("momentum_step_" if in_place else "momentum_step", *args)
+            out = _fused.call("momentum_step_", *args)
             if out is not None:
-                if in_place:
-                    xf, m = out
-                    self.store.commit_mul(self.store.S)
-                else:
-                    X, V, S, xf, m = out
-                    self.X, self.V = X.view(shape), V.view(shape)
-                    self.store.commit_mul(S.view(shape))
-                    self._owner = self
+                xf, m = out
+                self.store.commit_mul(self.store.S)
                 self._xf = (self.X, self.X._version, xf.view(shape))
                 entries = [("(1 - gamma) * f(x)", n, self.fmt.max_abs), ("the state x", n + 1, self.fmt.max_abs)]
                 if self.v_limit is not None:
@@ -432,32 +433,21 @@ class _ExactMomentum:
         k = self._fused(fx)
         self._next = None
         if k is not None and n == 0:  # no previous layer: V and S only
-            shape, in_place = self.X.shape, self._owns_state()
-            out = _fused.call("momentum_unstep_last_" if in_place else "momentum_unstep_last", _fused.flat(self.V),
-                              _fused.flat(self.store.S), _fused.flat(fx), *k["store"], k["k"], k["plan"][1])
+            self._own_state(x_too=False)
+            out = _fused.call("momentum_unstep_last_", _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx),
+                              *k["store"], k["k"], k["plan"][1])
             if out is not None:
-                if in_place:
-                    self.store.commit_div(self.store.S)
-                else:
-                    self.V = out[0].view(shape)
-                    self.store.commit_div(out[1].view(shape))
-                    self._owner = self
+                self.store.commit_div(self.store.S)
                 return
         elif k is not None:
+            self._own_state(x_too=False)
             args = (_fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx), *k["store"],
                     k["k"], k["inv_scale"], self.fmt.dtype, k["plan"][1])
             shape = self.X.shape
-            in_place = self._owns_state()
-            out = _fused.call("momentum_unstep_" if in_place else "momentum_unstep", *args)
+            out = _fused.call("momentum_unstep_", *args)
             if out is not None:
-                if in_place:
-                    X1, xf = out
-                    self.store.commit_div(self.store.S)
-                else:
-                    X1, V, S, xf = out
-                    self.V = V.view(shape)
-                    self.store.commit_div(S.view(shape))
-                    self._owner = self
+                X1, xf = out
+                self.store.commit_div(self.store.S)
                 X1 = X1.view(shape)
                 self._next = (self.X, self.V, (self.X._version, self.V._version), X1, xf.view(shape))
                 return
