@@ -19,7 +19,12 @@ eager operations of :mod:`secondorder.exact` (which stay as the fallback and as 
 
 Shapes are flattened to 1-D and compiled with ``dynamic=True``, and the constants (``n``, ``d``,
 the scale factors) are 0-dim tensors, so that a new shape or a new gamma does not recompile: one
-compile per kernel, dtype and device, paid once per process (inductor caches it on disk).
+compile per kernel, division plan (:func:`plan`: which divisions are shifts, single or double float
+estimates), dtype and device, paid once per process (inductor caches it on disk). The Momentum
+ResNet kernels write the states ``X, V, S`` in place (the arithmetic first clones states it shares
+with another owner, see ``_ExactMomentum._own_state``). After dynamo has compiled a graph, later
+calls with the same signature call the compiled graph directly (see :func:`_backend`), skipping
+dynamo's per-call guards, which cost more than the kernel on small tensors.
 
 Selection (:func:`enabled`): the environment variable ``SECONDORDER_FUSED`` (``0`` off, ``1`` on,
 unset or ``auto``: on when a compiler works) sets the default, :func:`secondorder.exact.set_fused`
@@ -38,11 +43,14 @@ import warnings
 
 import torch
 
-#: Below this many elements per state tensor the eager path is used: the fixed cost of a compiled
-#: call (dynamo's guards and wrappers: ~25-50 us on CPU) exceeds what fusing saves (measured with
-#: ``python -m benchmarks speed --kernels``: break-even near 8192 elements; see BENCHMARKS.md).
+#: Below this many elements per state tensor the automatic mode uses the eager path. The fused chain
+#: is faster at every size (``python -m benchmarks speed --kernels``: 1.6x at 64 elements, 1.8x at
+#: 8192, 2.2x at 32768, one layer's step and unstep on one thread), but below 8192 elements it saves
+#: under ~0.1 ms per layer, which does not repay the seconds of a first compile in a process that
+#: runs a small model; ``set_fused(True)`` uses it at every size.
 MIN_NUMEL = 8192
-#: The same for a RevNet half step, whose eager work (quantize, add, two maxima) is smaller.
+#: The same for a RevNet half step, whose eager work (quantize, add, two maxima) is smaller; fused
+#: halves help at 131072 elements (BENCHMARKS.md, revnet-conv-32ch-16px), smaller sizes were not measured.
 MIN_NUMEL_COUPLING = 65536
 
 _override: bool | None = None  # set_fused(): True/False force, None = environment / auto
