@@ -2,12 +2,13 @@
 
 Each configuration runs in a fresh subprocess. On CPU the peak is the process's resident-set
 high-water mark during the step (``VmHWM`` after resetting it through ``/proc/self/clear_refs``),
-with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors really leave the process (THEORY.md
-section 7); on CUDA it is ``torch.cuda.max_memory_allocated`` during the step. The network is one
+with ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors really leave the process
+(docs/theory.md §7.1); on CUDA it is ``torch.cuda.max_memory_allocated`` during the step. The network is one
 weight-tied block ``Linear(d, h)-Tanh-Linear(h, d)`` repeated ``depth`` times, so that parameter
 memory is the same at every depth and the table shows what each method stores per layer.
 
     python -m benchmarks memory [--quick] [--device cpu|cuda] [--out FILE.json]
+    python -m benchmarks memory --break-even   # depths 1..8 at batch 8192: exact vs autograd
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def _build(method, depth, d, h, gamma, device, dtype):
                 return checkpoint_sequential(self.seq, segments, x, use_reentrant=False)
 
         return Checkpointed()
+    if method == "momentum_exact_eager":  # the exact backward without the fused kernels
+        so.exact.set_fused(False)
+        return so.MomentumResNet([block] * depth, gamma, backward="exact")
     if method.startswith("momentum_"):
         return so.MomentumResNet([block] * depth, gamma, backward=method.split("_")[1])
     if method == "revnet_exact":
@@ -188,6 +192,35 @@ def gradient_errors(depths, *, d=16, h=32, batch=64, gamma=0.9, dtypes=("float32
     return rows
 
 
+def break_even(depths=(1, 2, 3, 4, 6, 8, 12, 16), *, batch=8192, d=64, h=128, device="cpu", progress=True):
+    """Steady-state peak memory of a step (after a warm-up step) at small depths, autograd against
+    the exact backward (fused and eager); the break-even depth is the first where exact mode's
+    peak is below autograd's. With ``d=64``, ``batch=8192`` one activation is 2 MiB."""
+    from tqdm.auto import tqdm
+
+    methods = ("momentum_autograd", "momentum_exact", "momentum_exact_eager")
+    rows = []
+    for n in tqdm(depths, desc="break-even", disable=not progress):
+        row = {"depth": n}
+        for m in methods:
+            r = measure(m, n, d=d, h=h, batch=batch, device=device, timing=False)
+            row[m] = r["peak_bytes"] / 2**20 if "error" not in r else float("nan")
+        rows.append(row)
+    below = [r["depth"] for r in rows if r["momentum_exact"] < r["momentum_autograd"]]
+    return {"batch": batch, "d": d, "h": h, "rows": rows, "break_even_depth": below[0] if below else None,
+            "activation_mib": batch * d * 4 / 2**20}
+
+
+def break_even_table(be):
+    lines = [f"steady-state peak memory of a step (MiB), batch {be['batch']}, width {be['d']} "
+             f"(one activation = {be['activation_mib']:.1f} MiB); break-even depth: {be['break_even_depth']}",
+             "| depth | autograd | exact (fused) | exact (eager) | exact / autograd |", "|---:|---:|---:|---:|---:|"]
+    for r in be["rows"]:
+        lines.append(f"| {r['depth']} | {r['momentum_autograd']:.1f} | {r['momentum_exact']:.1f} | "
+                     f"{r['momentum_exact_eager']:.1f} | {r['momentum_exact'] / r['momentum_autograd']:.2f}x |")
+    return "\n".join(lines)
+
+
 def run(quick=False, device="cpu", seed=0, progress=True, batch=512, d=64, h=128):
     from tqdm.auto import tqdm
 
@@ -203,7 +236,9 @@ def run(quick=False, device="cpu", seed=0, progress=True, batch=512, d=64, h=128
     for m, n in tqdm(jobs, desc="memory", disable=not progress):
         rows.append(measure(m, n, device=device, repeats=2 if quick else 5, batch=batch, d=d, h=h))
     errs = gradient_errors([10, 100, 1000] if quick else [10, 100, 1000, 3000])
-    return {"device": device, "quick": quick, "batch": batch, "d": d, "h": h, "rows": rows, "gradient_errors": errs}
+    be = break_even((1, 4, 16) if quick else (1, 2, 3, 4, 6, 8, 12, 16), device=device, progress=progress)
+    return {"device": device, "quick": quick, "batch": batch, "d": d, "h": h, "rows": rows, "gradient_errors": errs,
+            "break_even": be}
 
 
 def table(result):
@@ -232,6 +267,8 @@ def table(result):
     lines.append("|---" * (len(keys) + 2) + "|")
     for r in result["gradient_errors"]:
         lines.append(f"| {r['dtype']} | {r['depth']} | " + " | ".join(f"{r[k]:.2e}" if k in r else "-" for k in keys) + " |")
+    if "break_even" in result:
+        lines += ["", break_even_table(result["break_even"])]
     return "\n".join(lines)
 
 
@@ -242,13 +279,24 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed (the configuration seeds torch with 0 in each child)")
     p.add_argument("--batch", type=int, default=512, help="batch size (default 512)")
     p.add_argument("--width", type=int, default=64, help="state width d (default 64); hidden width is 2d")
-    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/memory_<device>.json)")
+    p.add_argument("--break-even", action="store_true", help="only the small-depth table (batch 8192): where exact mode's peak drops below autograd's")
+    p.add_argument("--depths", default="1,2,3,4,6,8,12,16", help="depths of the --break-even table (comma-separated)")
+    p.add_argument("--out", default=None, help="JSON output (default out/bench/memory_<device>[_quick|_break_even].json)")
     args = p.parse_args(argv)
     from secondorder._io import write_json
 
+    root = Path(__file__).resolve().parent.parent / "out" / "bench"
+    root.mkdir(parents=True, exist_ok=True)
+    if args.break_even:
+        be = break_even(tuple(int(n) for n in args.depths.split(",")), device=args.device)
+        print(break_even_table(be))
+        out = args.out or str(root / f"memory_{args.device}_break_even.json")
+        write_json(out, be)
+        print(f"\nwrote {out}")
+        return 0
     result = run(quick=args.quick, device=args.device, seed=args.seed, batch=args.batch, d=args.width, h=2 * args.width)
     print(table(result))
-    out = args.out or str(Path(__file__).resolve().parent / "results" / f"memory_{args.device}{'_quick' if args.quick else ''}.json")
+    out = args.out or str(root / f"memory_{args.device}{'_quick' if args.quick else ''}.json")
     write_json(out, result)
     print(f"\nwrote {out}")
     return 0

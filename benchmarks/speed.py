@@ -1,15 +1,30 @@
-"""Time of one training step of the memory-free backwards against autograd, for MLP and conv blocks of several widths.
+"""Time of one training step of the memory-free backwards against autograd, checkpointing and the official package.
 
-In-process, one thread, float32, gamma 0.9, a weight-tied block over ``--depth`` layers; each
-configuration times autograd, exact and float steps in turn (``--repeats`` rounds, the minimum of
-each kept), so that machine load affects the three alike. Prints a table and writes JSON.
+In one process, one thread, float32, gamma 0.9, a weight-tied block over ``--depth`` layers. For
+each block every method is timed in turn, round after round (``--repeats`` rounds, medians), so
+that machine load affects them alike; the table gives each method's median as a ratio to
+autograd's. Times are the process's CPU time (``time.process_time``; the JSON also has the wall
+clock), which a loaded machine distorts less than the wall clock. Before timing, each method runs one step (reported as ``first_ms``): that step pays
+one-time costs that later steps do not (compiling the fused kernels, or loading them from
+inductor's on-disk cache; the ~34 MiB import that ``torch.autograd.grad`` with ``grad_outputs``
+triggers once per process; first-touch allocations).
 
-    python -m benchmarks speed [--quick] [--depth 30] [--repeats 5] [--out FILE.json]
+Methods (Momentum ResNet unless said): ``autograd`` (stores activations), ``exact`` (the
+memory-free exact backward with the fused kernels, :func:`secondorder.exact.set_fused`),
+``exact_eager`` (the same without them), ``float`` (the float inverse), ``checkpoint``
+(``torch.utils.checkpoint`` over ``sqrt(depth)`` segments of the autograd network) and
+``momentumnet`` (the official package, ``use_backprop=False``; skipped when not installed). The
+``revnet-*`` rows time a RevNet (``autograd``, ``exact``, ``exact_eager``, ``float``).
+
+    python -m benchmarks speed [--quick] [--depth 30] [--repeats 7] [--out FILE.json]
+    python -m benchmarks speed --kernels    # the fused vs eager fixed-point chain alone, by size
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -18,79 +33,208 @@ CONFIGS = {
     # name: (kind, width, spatial size, batch)
     "mlp-64": ("mlp", 64, None, 512),
     "mlp-256": ("mlp", 256, None, 512),
+    "mlp-1024": ("mlp", 1024, None, 128),
     "conv-16ch-16px": ("conv", 16, 16, 32),
     "conv-32ch-16px": ("conv", 32, 16, 32),
     "conv-64ch-16px": ("conv", 64, 16, 32),
     "conv-128ch-8px": ("conv", 128, 8, 32),
+    "revnet-mlp-64": ("revnet-mlp", 64, None, 512),
+    "revnet-conv-32ch-16px": ("revnet-conv", 32, 16, 32),
 }
-MODES = ("autograd", "exact", "float")
+MODES = ("autograd", "exact", "exact_eager", "float", "checkpoint", "momentumnet")
+REVNET_MODES = ("autograd", "exact", "exact_eager", "float")
+
+
+def _block(kind, width):
+    from torch import nn
+
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(), nn.Linear(2 * width, width))
+    return nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
 
 
 def _block_and_input(kind, width, size, batch):
     import torch
-    from torch import nn
 
-    if kind == "mlp":
-        block = nn.Sequential(nn.Linear(width, 2 * width), nn.Tanh(), nn.Linear(2 * width, width))
-        x = torch.randn(batch, width)
+    base = kind.split("-")[-1]
+    if kind.startswith("revnet"):  # F and G act on half the channels
+        blocks = [_block(base, width // 2), _block(base, width // 2)]
     else:
-        block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
-        x = torch.randn(batch, width, size, size)
+        blocks = [_block(base, width)]
+    x = torch.randn(batch, width) if base == "mlp" else torch.randn(batch, width, size, size)
     with torch.no_grad():
-        for p in block.parameters():
-            p.mul_(0.3)
-    return block, x
+        for b in blocks:
+            for p in b.parameters():
+                p.mul_(0.3)
+    return blocks, x
 
 
-def run(names, depth=30, repeats=5, seed=0, progress=True):
+class _Checkpointed:
+    """A Momentum ResNet step-by-step under ``torch.utils.checkpoint`` over ``sqrt(depth)`` segments."""
+
+    def __init__(self, block, depth, gamma):
+        self.block, self.depth, self.gamma = block, depth, gamma
+        self.seg = max(1, round(math.sqrt(depth)))
+
+    def _run(self, x, v, n0, n1):
+        for _ in range(n0, n1):
+            v = self.gamma * v + (1 - self.gamma) * self.block(x)
+            x = x + v
+        return x, v
+
+    def __call__(self, x):
+        import torch
+        from torch.utils.checkpoint import checkpoint
+
+        v = torch.zeros_like(x)
+        bounds = [round(i * self.depth / self.seg) for i in range(self.seg + 1)]
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            x, v = checkpoint(self._run, x, v, a, b, use_reentrant=False)
+        return x
+
+
+def _nets(kind, blocks, depth, gamma):
+    import secondorder as so
+
+    if kind.startswith("revnet"):
+        F, G = blocks
+        return {m: so.RevNet([F] * depth, [G] * depth, backward="exact" if m == "exact_eager" else m) for m in REVNET_MODES}
+    (block,) = blocks
+    nets = {m: so.MomentumResNet([block] * depth, gamma, backward="exact" if m == "exact_eager" else m)
+            for m in ("autograd", "exact", "exact_eager", "float")}
+    nets["checkpoint"] = _Checkpointed(block, depth, gamma)
+    try:
+        import momentumnet
+
+        nets["momentumnet"] = momentumnet.MomentumNet([block] * depth, gamma, use_backprop=False)
+    except ImportError:
+        pass
+    return nets
+
+
+def _step(net, x, mode):
+    from secondorder.exact import set_fused
+
+    set_fused(False if mode == "exact_eager" else None)
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        (net(x) ** 2).mean().backward()
+        return time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        set_fused(None)
+
+
+def run(names, depth=30, repeats=7, seed=0, progress=True, gamma=0.9):
+    """Time every method on every block of ``names``; returns a JSON-able dict with one row per block."""
     import torch
     from tqdm.auto import tqdm
-
-    import secondorder as so
 
     torch.set_num_threads(1)
     rows = []
     for name in tqdm(names, desc="speed", disable=not progress):
+        kind = CONFIGS[name][0]
         torch.manual_seed(seed)
-        block, x = _block_and_input(*CONFIGS[name])
-        nets = {m: so.MomentumResNet([block] * depth, 0.9, backward=m) for m in MODES}
-        best = dict.fromkeys(MODES, float("inf"))
-        for m in MODES:  # warm-up
-            (nets[m](x) ** 2).mean().backward()
+        blocks, x = _block_and_input(*CONFIGS[name])
+        nets = _nets(kind, blocks, depth, gamma)
+        first = {m: 1e3 * _step(net, x, m)[0] for m, net in nets.items()}  # one-time costs
+        wall, cpu = {m: [] for m in nets}, {m: [] for m in nets}
         for _ in range(repeats):
-            for m in MODES:
-                t0 = time.perf_counter()
-                (nets[m](x) ** 2).mean().backward()
-                best[m] = min(best[m], time.perf_counter() - t0)
-        rows.append({"config": name, "elements": x.numel(), **{f"{m}_ms": 1e3 * best[m] for m in MODES},
-                     "exact_ratio": best["exact"] / best["autograd"], "float_ratio": best["float"] / best["autograd"]})
-    return {"depth": depth, "repeats": repeats, "rows": rows}
+            for m, net in nets.items():
+                w, c = _step(net, x, m)
+                wall[m].append(w)
+                cpu[m].append(c)
+        med = {m: 1e3 * statistics.median(t) for m, t in cpu.items()}
+        med_wall = {m: 1e3 * statistics.median(t) for m, t in wall.items()}
+        row = {"config": name, "elements": x.numel(), **{f"{m}_ms": med[m] for m in nets},
+               **{f"{m}_wall_ms": med_wall[m] for m in nets}, **{f"{m}_first_ms": first[m] for m in nets}}
+        for m in nets:
+            if m != "autograd":
+                row[f"{m}_ratio"] = med[m] / med["autograd"]
+                row[f"{m}_wall_ratio"] = med_wall[m] / med_wall["autograd"]
+        rows.append(row)
+    return {"depth": depth, "repeats": repeats, "gamma": gamma, "statistic": "median of CPU time (process_time); "
+            "*_wall_* keys: wall clock; *_first_ms: wall clock of the first step", "torch": torch.__version__,
+            "device": "cpu", "threads": 1, "rows": rows}
 
 
 def table(result):
-    lines = [f"time per training step, depth {result['depth']}, float32, one thread (best of {result['repeats']})",
-             "| block | state elements | autograd ms | exact ms | float ms | exact / autograd | float / autograd |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    modes = [m for m in MODES if any(f"{m}_ms" in r for r in result["rows"])]
+    lines = [f"CPU time per training step, depth {result['depth']}, float32, one thread, median of {result['repeats']} "
+             f"interleaved rounds; ratios to autograd (ms of autograd in its column)",
+             "| block | state elements | autograd ms | " + " | ".join(f"{m} / autograd" for m in modes[1:]) + " |",
+             "|---|---:|---:|" + "---:|" * (len(modes) - 1)]
     for r in result["rows"]:
-        lines.append(f"| {r['config']} | {r['elements']} | {r['autograd_ms']:.1f} | {r['exact_ms']:.1f} | "
-                     f"{r['float_ms']:.1f} | {r['exact_ratio']:.2f}x | {r['float_ratio']:.2f}x |")
+        cells = [f"{r[f'{m}_ratio']:.2f}x" if f"{m}_ratio" in r else "-" for m in modes[1:]]
+        lines.append(f"| {r['config']} | {r['elements']} | {r['autograd_ms']:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def kernel_times(sizes=(64, 512, 2048, 8192, 32768, 131072), repeats=200, gamma=0.9):
+    """Microseconds of one layer's fixed-point work (forward step, then the backward's unstep),
+    eager against fused, float32, one thread, by number of state elements: where the compiled
+    call's fixed overhead stops paying (``secondorder._fused.MIN_NUMEL``)."""
+    import torch
+
+    from secondorder import _fused
+    from secondorder.exact import set_fused
+    from secondorder.reversible import _ExactMomentum
+
+    torch.set_num_threads(1)
+    old, _fused.MIN_NUMEL = _fused.MIN_NUMEL, 0
+    rows = []
+    try:
+        for size in sizes:
+            x = torch.randn(size)
+            fx = torch.tanh(x)
+            res = {}
+            for fused in (True, False, True, False):
+                set_fused(fused)
+                a = _ExactMomentum(gamma, x)
+                a.encode(x, torch.zeros_like(x))
+                ts = []
+                for i in range(repeats):
+                    t0 = time.perf_counter()
+                    a.step(i, fx)
+                    a.x_float()
+                    a.unstep_x()
+                    a.x_float()
+                    a.unstep_v(i, fx)
+                    ts.append(time.perf_counter() - t0)
+                a.checks.count = 0
+                res[fused] = 1e6 * statistics.median(ts)
+            rows.append({"elements": size, "fused_us": res[True], "eager_us": res[False], "speedup": res[False] / res[True]})
+    finally:
+        set_fused(None)
+        _fused.MIN_NUMEL = old
+    return rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="secondorder bench speed", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="two configurations, 2 repeats")
+    p.add_argument("--quick", action="store_true", help="three blocks, 3 rounds")
     p.add_argument("--depth", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="JSON output (default benchmarks/results/speed_cpu.json)")
+    p.add_argument("--kernels", action="store_true", help="time the fixed-point chain alone (fused vs eager) by size")
+    p.add_argument("--out", default=None, help="JSON output (default out/bench/speed_cpu[_quick|_kernels].json)")
     args = p.parse_args(argv)
     from secondorder._io import write_json
 
-    names = ["mlp-64", "conv-32ch-16px"] if args.quick else list(CONFIGS)
-    result = run(names, depth=args.depth, repeats=2 if args.quick else args.repeats, seed=args.seed)
+    root = Path(__file__).resolve().parent.parent / "out" / "bench"
+    root.mkdir(parents=True, exist_ok=True)
+    if args.kernels:
+        rows = kernel_times()
+        print("| state elements | eager us | fused us | eager / fused |\n|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['elements']} | {r['eager_us']:.0f} | {r['fused_us']:.0f} | {r['speedup']:.2f}x |")
+        out = args.out or str(root / "speed_cpu_kernels.json")
+        write_json(out, {"rows": rows})
+        print(f"\nwrote {out}")
+        return 0
+    names = ["mlp-64", "conv-16ch-16px", "revnet-mlp-64"] if args.quick else list(CONFIGS)
+    result = run(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
     print(table(result))
-    out = args.out or str(Path(__file__).resolve().parent / "results" / f"speed_cpu{'_quick' if args.quick else ''}.json")
+    out = args.out or str(root / f"speed_cpu{'_quick' if args.quick else ''}.json")
     write_json(out, result)
     print(f"\nwrote {out}")
     return 0

@@ -17,6 +17,7 @@ METHODS = {
     "momentum_autograd": ("Momentum ResNet, autograd", COLORS["second_order_ode"], "^--"),
     "momentum_exact": ("Momentum ResNet, exact", COLORS["momentum"], "D-"),
     "revnet_exact": ("RevNet, exact", COLORS["revnet"], "v-"),
+    "official_momentumnet": ("momentumnet package, use_backprop=False", COLORS["reference"], "x:"),
 }
 
 
@@ -27,7 +28,13 @@ def compute(quick: bool, seed: int) -> dict:
 
     depths = [10, 100, 300] if quick else [10, 30, 100, 300, 1000]
     data = {"depths": depths, "peak_mib": {}}
-    jobs = [(m, n) for m in METHODS for n in depths]
+    try:
+        import momentumnet  # noqa: F401
+
+        methods = list(METHODS)
+    except ImportError:
+        methods = [m for m in METHODS if m != "official_momentumnet"]
+    jobs = [(m, n) for m in methods for n in depths]
     for m, n in tqdm(jobs, desc="memory_depth", leave=False):
         r = measure(m, n, repeats=1, timing=False)
         if "error" in r:
@@ -47,6 +54,8 @@ def plot(data):
     ax = axes[0, 0]
     d = data["depths"]
     for m, (label, color, style) in METHODS.items():
+        if m not in data["peak_mib"]:
+            continue
         vals = data["peak_mib"][m]
         ax.plot(d, vals, style, color=color, ms=4,
                 label=f"{label}: slope {round(_slope(d, vals), 2) + 0.0:.2f}, {vals[-1]:.3g} MiB at {d[-1]}")

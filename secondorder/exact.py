@@ -15,13 +15,19 @@ from the store, the bits it drops go back to it). ``V*n`` is never formed: ``V``
 throughout (mixing truncation with floor breaks exactness for negative values). The store grows
 by ``log2(d/n) ~ log2(1/gamma)`` bits per element per layer. Its worst-case size is tracked on the
 host, so no device synchronisation is needed: the store is kept below ``2**53`` (so that its
-divisions can run exactly in float64, see :func:`floor_divmod`), and before it could pass that, its
+divisions can run exactly in float64, see ``floor_divmod``), and before it could pass that, its
 high 31 bits are *spilled* to a list as an int32 tensor and the low 22 bits continue (the inverse
 puts them back at the same layer). There is therefore no depth limit, and the store costs about
 ``log2(1/gamma)`` bits per element and layer plus 8 bytes per element.
 
 The value range is ``|x| < 2**(61 - bits)``; a value outside it (or NaN/inf) raises
-:class:`FixedPointOverflowError` naming the layer, the magnitude and the ``fixed_point_bits`` knob.
+``FixedPointOverflowError`` naming the layer, the magnitude and the ``fixed_point_bits`` knob.
+
+Speed: the exact backward runs each layer's integer chain (the store's multiply or divide, the
+quantization of ``(1 - gamma) * f(x)``, the additions, the range-check maxima) as one kernel
+compiled by ``torch.compile`` when a compiler works (``secondorder._fused``; bit-identical to the
+eager operations here, which remain the fallback). ``set_fused`` or the environment variable
+``SECONDORDER_FUSED=0/1`` forces either path.
 """
 
 from __future__ import annotations
@@ -29,6 +35,26 @@ from __future__ import annotations
 from fractions import Fraction
 
 import torch
+
+from . import _fused
+
+
+def set_fused(flag: bool | None) -> None:
+    """Choose how the exact backward runs its fixed-point arithmetic.
+
+    ``True``: always through the fused kernels compiled by ``torch.compile`` (inductor; a compile
+    failure raises). ``False``: always the eager PyTorch operations. ``None`` (the default): the
+    environment variable ``SECONDORDER_FUSED`` (``0``, ``1`` or ``auto``) if set, else automatic:
+    fused for state tensors of at least ``secondorder._fused.MIN_NUMEL`` elements when the compiler
+    works (the first call of each kernel is checked bit for bit against the eager path; a failure
+    falls back to eager with one warning). Both paths give bit-identical results.
+    """
+    _fused.set_fused(flag)
+
+
+def fused_mode() -> bool | None:
+    """The current choice: True (fused forced), False (eager forced) or None (automatic)."""
+    return _fused.mode()
 
 __all__ = [
     "BITS_LADDER",
@@ -38,6 +64,8 @@ __all__ = [
     "FixedPointOverflowError",
     "rational_gamma",
     "floor_divmod",
+    "set_fused",
+    "fused_mode",
 ]
 
 #: Fractional bits tried per dtype, finest first. A forward pass whose values leave the range
@@ -54,12 +82,12 @@ BITS_LADDER = {
 #: The finest rung, used when a single format is needed.
 DEFAULT_BITS = {dtype: ladder[0] for dtype, ladder in BITS_LADDER.items()}
 
-#: Largest denominator used to write gamma as n/d (see :func:`rational_gamma`); keeps n*d <= 2**62.
+#: Largest denominator used to write gamma as n/d (see ``rational_gamma``); keeps n*d <= 2**62.
 MAX_DENOMINATOR = 2**31
 #: Bits of the power-of-two denominator used for float32 and half networks.
 DYADIC_BITS = 24
 #: The store ``S`` and every operand divided by a non-power of two stay below ``2**53``, where a
-#: float64 division is exact (see :func:`floor_divmod`) and about 6x faster than an int64 one.
+#: float64 division is exact (see ``floor_divmod``) and about 6x faster than an int64 one.
 FLOAT_EXACT = 2**53
 _KEEP_BITS = 22  # a spill keeps the store's low 22 bits and moves the high (< 2**31) to int32
 
@@ -85,7 +113,7 @@ def rational_gamma(gamma: float, max_denominator: int = MAX_DENOMINATOR, dyadic:
     approximated within ``1/(d * max_denominator)``, typically about 1e-18.
 
     ``dyadic=True`` (float32 and half networks): ``d = 2**24``, so that the divisions by ``d`` in
-    :class:`BitStore` are shifts: ``n = round(gamma * 2**24)``, within ``2**-25 ~ 3e-8`` of gamma,
+    ``BitStore`` are shifts: ``n = round(gamma * 2**24)``, within ``2**-25 ~ 3e-8`` of gamma,
     below float32's resolution (short dyadic fractions such as 1/2 or 3/4 stay exact).
     """
     g = float(gamma)
@@ -111,7 +139,9 @@ def floor_divmod(a: torch.Tensor, m: int, bound: int = 2**63):
         k = m.bit_length() - 1
         return a >> k, a & (m - 1)
     if bound <= FLOAT_EXACT:
-        q = torch.floor(a.to(torch.float64) / m).to(torch.int64)
+        t = a.to(torch.float64, copy=True)
+        q = t.div_(m).floor_().to(torch.int64)  # in place: one float64 temporary
+        del t
     else:
         q = torch.div(a, m, rounding_mode="floor")
     return q, torch.sub(a, q, alpha=m)
@@ -187,34 +217,56 @@ class BitStore:
         """Bytes held by the store: the live int64 tensor and the int32 spills."""
         return self.S.numel() * (8 + 4 * len(self._spilled))
 
+    def prepare_mul(self) -> None:
+        """Spill the store's high bits if the next ``mul`` could take it past ``2**53`` (host side)."""
+        n, d = self.n, self.d
+        if (self._bound // n) * d + d - 1 >= FLOAT_EXACT:  # spill the high bits as int32
+            self._spilled.append((self._count, (self.S >> _KEEP_BITS).to(torch.int32), self._bound))
+            self.S = self.S & (2**_KEEP_BITS - 1)
+            self._bound = 2**_KEEP_BITS - 1
+
+    def commit_mul(self, S: torch.Tensor) -> None:
+        """Take ``S`` as the store after a multiplication (done by ``mul`` or a fused kernel)."""
+        self.S = S
+        self._bound = (self._bound // self.n) * self.d + self.d - 1
+        self._count += 1
+
+    def commit_div(self, S: torch.Tensor) -> None:
+        """Take ``S`` as the store after a division, and put back a spill made at this layer."""
+        self.S = S
+        self._count -= 1
+        if self._spilled and self._spilled[-1][0] == self._count:
+            _, high, self._bound = self._spilled.pop()
+            self.S = S.bitwise_or_(high.to(torch.int64) << _KEEP_BITS)  # S is always a fresh tensor
+
     def mul(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``floor((V*n + s)/d)`` (within one quantum of ``V*gamma``), keeping what is lost."""
         n, d = self.n, self.d
         if n == d:
             return V
-        if (self._bound // n) * d + d - 1 >= FLOAT_EXACT:  # spill the high bits as int32
-            self._spilled.append((self._count, (self.S >> _KEEP_BITS).to(torch.int32), self._bound))
-            self.S = self.S & (2**_KEEP_BITS - 1)
-            self._bound = 2**_KEEP_BITS - 1
+        self.prepare_mul()
+        # every temporary below is fresh, so the updates run in place (fewer live int64 tensors)
         Vh, Vl = floor_divmod(V, d, self.v_bound)
         S, s = floor_divmod(self.S, n, FLOAT_EXACT)
-        w, r = floor_divmod(torch.add(s, Vl, alpha=n), d, n * d)  # Vl*n + s < n*d <= 2**62
-        self.S = torch.add(r, S, alpha=d)
-        self._bound = (self._bound // n) * d + d - 1
-        self._count += 1
-        return torch.add(w, Vh, alpha=n)
+        Vl.mul_(n).add_(s)  # Vl*n + s < n*d <= 2**62
+        del s
+        w, r = floor_divmod(Vl, d, n * d)
+        del Vl
+        self.commit_mul(r.add_(S, alpha=d))
+        del S, r
+        return w.add_(Vh, alpha=n)
 
     def div(self, V: torch.Tensor) -> torch.Tensor:
-        """Exact inverse of the last :meth:`mul`."""
+        """Exact inverse of the last ``mul``."""
         n, d = self.n, self.d
         if n == d:
             return V
         Vh, w = floor_divmod(V, n, self.v_bound)
         S, r = floor_divmod(self.S, d, FLOAT_EXACT)
-        Vl, s = floor_divmod(torch.add(r, w, alpha=d), n, n * d)
-        self.S = torch.add(s, S, alpha=n)
-        self._count -= 1
-        if self._spilled and self._spilled[-1][0] == self._count:
-            _, high, self._bound = self._spilled.pop()
-            self.S = (high.to(torch.int64) << _KEEP_BITS) | self.S
-        return torch.add(Vl, Vh, alpha=d)
+        w.mul_(d).add_(r)
+        del r
+        Vl, s = floor_divmod(w, n, n * d)
+        del w
+        self.commit_div(s.add_(S, alpha=n))
+        del S, s
+        return Vl.add_(Vh, alpha=d)

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
+from . import _fused
 from . import exact as _exact
 from ._checks import check_output
 from .steps import momentum_step
@@ -437,24 +438,51 @@ class _Checks:
         self.codes = array.array("q")  # per entry: name index, layer
         self.values = None  # float64 tensor of max |value| (rescaled), grown by doubling
         self.count = 0
+        self._pending = []  # maxima from fused kernels not yet copied into values
+
+    def _entry(self, what, layer, limit):
+        if (what, limit) not in self.names:
+            self.names.append((what, limit))
+        self.codes.extend((self.names.index((what, limit)), layer))
+
+    def _room(self, k, device):
+        if self.values is None or self.count + k > self.values.numel():
+            grown = torch.empty(max(64, 2 * (self.count + k)), dtype=torch.float64, device=device)
+            if self.values is not None:
+                grown[: self.count] = self.values[: self.count]
+            self.values = grown
 
     def add(self, what, layer, t, scale=1.0, limit=None):
         """Remember ``max |t| * scale / limit`` (no synchronisation here); >= 1 is an overflow.
         ``limit`` defaults to the format's range."""
         limit = self.fmt.max_abs if limit is None else limit
-        if (what, limit) not in self.names:
-            self.names.append((what, limit))
-        self.codes.extend((self.names.index((what, limit)), layer))
-        if self.values is None or self.count == self.values.numel():
-            grown = torch.empty(max(64, 2 * self.count), dtype=torch.float64, device=t.device)
-            if self.values is not None:
-                grown[: self.count] = self.values
-            self.values = grown
+        self._flush()  # keep values in the order of their labels
+        self._entry(what, layer, limit)
+        self._room(1, t.device)
         m = t.detach().abs().amax() if t.numel() else t.new_zeros(())
         self.values[self.count] = m.to(torch.float64) * (scale / limit)
         self.count += 1
 
+    def add_values(self, entries, m):
+        """Remember several maxima at once: ``entries`` lists ``(what, layer, limit)`` and the float64
+        tensor ``m`` holds the matching ``max |t| * scale / limit`` (computed by a fused kernel).
+        The small tensors are gathered in one copy every 64 calls."""
+        for what, layer, limit in entries:
+            self._entry(what, layer, limit)
+        self._pending.append(m if m.numel() == len(entries) else m[: len(entries)])
+        if len(self._pending) >= 64:
+            self._flush()
+
+    def _flush(self):
+        if self._pending:
+            m = torch.cat(self._pending)
+            self._pending = []
+            self._room(m.numel(), m.device)
+            self.values[self.count : self.count + m.numel()] = m
+            self.count += m.numel()
+
     def raise_if_bad(self):
+        self._flush()
         if not self.count:
             return
         m = self.values[: self.count]
@@ -553,8 +581,24 @@ class _FloatMomentum:
         pass
 
 
+def _cached_float(cache, Y):
+    """The float value a fused kernel left for the int64 tensor ``Y``, if ``Y`` is unchanged.
+
+    The cache is read once (the caller drops it): the forward pass returns this tensor to the user,
+    and an arithmetic kept by the autograd graph must not hold its own output (a reference cycle
+    through the graph that the garbage collector cannot free)."""
+    if cache is not None and cache[0] is Y and cache[1] == Y._version:
+        return cache[2]
+    return None
+
+
 class _ExactMomentum:
-    """int64 fixed-point states with a bit store; the inverse is bit-exact."""
+    """int64 fixed-point states with a bit store; the inverse is bit-exact.
+
+    With the fused kernels (:mod:`secondorder._fused`, chosen by :func:`secondorder.exact.set_fused`)
+    each of :meth:`step`, :meth:`unstep_x`, :meth:`unstep_v` and :meth:`unstep` is one compiled
+    kernel that also returns the dequantized position (cached for :meth:`x_float`) and the
+    range-check maxima; the eager operations are the fallback and give the same bits."""
 
     def __init__(self, gamma, x, bits=None):
         self.gamma = gamma
@@ -565,6 +609,10 @@ class _ExactMomentum:
         # below float64, |V| is also kept under 2**53 quanta, so that the bit store divides V by n
         # in exact float64 arithmetic (velocity range |v| < 2**(53 - bits): 2.1e6 at 32 bits)
         self.v_limit = 2.0 ** (53 - self.fmt.bits) if x.dtype != torch.float64 else None
+        self._xf = None  # (X, X._version, float X) left by a fused kernel
+        self._next = None  # (X, V, versions, X - V, its float) left by the fused unstep_v
+        self._k = None  # the fused kernels' constants, built on first use
+        self._owner = None  # self when X, V and store.S may be updated in place
 
     def encode(self, x, v):
         self.checks.add("the input x", 0, x)
@@ -573,9 +621,12 @@ class _ExactMomentum:
         self.X, self.V = self.fmt.quantize(x), self.fmt.quantize(v)
         v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
         self.store = _exact.BitStore(self.V, self.frac, v_bound)
+        self._xf = None
+        self._owner = self  # fresh tensors from quantize and the store
 
     def x_float(self):
-        return self.fmt.dequantize(self.X)
+        xf, self._xf = _cached_float(self._xf, self.X), None
+        return xf if xf is not None else self.fmt.dequantize(self.X)
 
     def v_float(self):
         return self.fmt.dequantize(self.V)
@@ -587,7 +638,63 @@ class _ExactMomentum:
             self.checks.add("(1 - gamma) * f(x)", n, fx, abs(self.c))
         return self.fmt.quantize(fx, self.c)
 
+    # -- fused kernels ------------------------------------------------------------------------
+    def _fused(self, fx=None):
+        """The fused kernels' constants when they are to be tried for this state, else None."""
+        if self.store.n == self.store.d or not _fused.enabled(self.X):
+            return None
+        if fx is not None and fx.shape != self.X.shape:
+            return None
+        if self._k is None:
+            st, fmt, dev = self.store, self.fmt, self.X.device
+            f64 = lambda v: torch.tensor(v, dtype=torch.float64, device=dev)  # noqa: E731
+            i64 = lambda v: torch.tensor(v, dtype=torch.int64, device=dev)  # noqa: E731
+            work = lambda v: torch.tensor(v, dtype=fmt._work, device=dev)  # noqa: E731
+            v_lim = 0.0 if self.v_limit is None else fmt.inv_scale / self.v_limit
+            self._k = {
+                "store": (i64(st.n), i64(st.d), f64(1.0 / st.n), f64(1.0 / st.d),
+                          i64(st.n.bit_length() - 1), i64(st.d.bit_length() - 1)),
+                # the Python double c * 2**bits, rounded once to the work dtype as the eager
+                # multiplication by a Python scalar does
+                "k": work(self.c * fmt.scale),
+                "inv_scale": work(fmt.inv_scale),
+                "lim": f64([abs(self.c) / fmt.max_abs, fmt.inv_scale / fmt.max_abs, v_lim]),
+                "plan": _fused.plan(st.n, st.d, st.v_bound),
+            }
+        return self._k
+
+    def _own_state(self, x_too=True):
+        """Make ``V``, ``store.S`` (and ``X`` if ``x_too``) this arithmetic's own contiguous tensors,
+        which the fused kernels then overwrite in place. A copy made by ``copy.copy`` (the backward's
+        walking copy) shares the forward's tensors: its first update clones them (one copy, as an
+        out-of-place update would allocate), later ones write in place."""
+        st = self.store
+        if self._owner is self and self.X.is_contiguous() and self.V.is_contiguous() and st.S.is_contiguous():
+            return
+        if x_too:
+            self.X = self.X.clone(memory_format=torch.contiguous_format)
+        self.V = self.V.clone(memory_format=torch.contiguous_format)
+        st.S = st.S.clone(memory_format=torch.contiguous_format)
+        self._owner = self
+
     def step(self, n, fx):
+        k = self._fused(fx)
+        if k is not None:
+            self.store.prepare_mul()
+            self._own_state()
+            args = (_fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx), *k["store"],
+                    k["k"], k["inv_scale"], k["lim"], self.fmt.dtype, k["plan"][0])
+            shape = self.X.shape
+            out = _fused.call("momentum_step_", *args)
+            if out is not None:
+                xf, m = out
+                self.store.commit_mul(self.store.S)
+                self._xf = (self.X, self.X._version, xf.view(shape))
+                entries = [("(1 - gamma) * f(x)", n, self.fmt.max_abs), ("the state x", n + 1, self.fmt.max_abs)]
+                if self.v_limit is not None:
+                    entries.append(("the velocity v", n + 1, self.v_limit))
+                self.checks.add_values(entries, m)
+                return
         self.V = self.store.mul(self.V) + self._term(n, fx, True)
         self.X = self.X + self.V
         self.checks.add("the state x", n + 1, self.X, self.fmt.inv_scale)
@@ -595,10 +702,55 @@ class _ExactMomentum:
             self.checks.add("the velocity v", n + 1, self.V, self.fmt.inv_scale, self.v_limit)
 
     def unstep_x(self):
+        nxt, self._next = self._next, None
+        if nxt is not None and nxt[0] is self.X and nxt[1] is self.V and nxt[2] == (self.X._version, self.V._version):
+            self.X = nxt[3]  # computed by the fused unstep_v that gave this V
+            self._xf = (self.X, self.X._version, nxt[4])
+            return
+        if self._fused() is not None:
+            out = _fused.call("unstep_x", _fused.flat(self.X), _fused.flat(self.V), self._k["inv_scale"], self.fmt.dtype)
+            if out is not None:
+                self.X = out[0].view(self.V.shape)
+                self._xf = (self.X, self.X._version, out[1].view(self.V.shape))
+                return
         self.X = self.X - self.V
 
     def unstep_v(self, n, fx):
-        self.V = self.store.div(self.V - self._term(n, fx, False))
+        """Undo layer ``n``'s velocity update. The fused kernel also computes the previous layer's
+        ``X - V`` (the next :meth:`unstep_x`, which then only takes it), so a backward step costs one
+        kernel call."""
+        k = self._fused(fx)
+        self._next = None
+        if k is not None and n == 0:  # no previous layer: V and S only
+            self._own_state(x_too=False)
+            out = _fused.call("momentum_unstep_last_", _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx),
+                              *k["store"], k["k"], k["plan"][1])
+            if out is not None:
+                self.store.commit_div(self.store.S)
+                return
+        elif k is not None:
+            self._own_state(x_too=False)
+            args = (_fused.flat(self.X), _fused.flat(self.V), _fused.flat(self.store.S), _fused.flat(fx), *k["store"],
+                    k["k"], k["inv_scale"], self.fmt.dtype, k["plan"][1])
+            shape = self.X.shape
+            out = _fused.call("momentum_unstep_", *args)
+            if out is not None:
+                X1, xf = out
+                self.store.commit_div(self.store.S)
+                X1 = X1.view(shape)
+                self._next = (self.X, self.V, (self.X._version, self.V._version), X1, xf.view(shape))
+                return
+        T = self._term(n, fx, False)
+        self.V = self.store.div(T.neg_().add_(self.V))  # V - T, in a fresh tensor
+
+    def unstep(self, n, fx):
+        """:meth:`unstep_v` for layer ``n``, then (for ``n > 0``) :meth:`unstep_x` of layer ``n - 1``:
+        the backward loop ``unstep_x(); for n in reversed(range(N)): x = x_float(); fx = f(x);
+        unstep(n, fx)`` visits the same states as calling the two separately (with the fused
+        kernels both cost one call either way)."""
+        self.unstep_v(n, fx)
+        if n > 0:
+            self.unstep_x()
 
     def finish_forward(self):
         self.checks.raise_if_bad()
@@ -704,25 +856,66 @@ class _FloatCoupling:
 
 
 class _ExactCoupling:
+    """int64 fixed-point RevNet states ``s = [X1, X2]``; :meth:`add` and :meth:`sub` run as one fused
+    kernel each when :mod:`secondorder._fused` is on, which also leaves the dequantized state for
+    :meth:`get` (the next half step reads the state just updated)."""
+
     def __init__(self, x, bits=None):
         self.fmt = _exact.FixedPoint(x.dtype, bits)
         self.checks = _Checks(self.fmt)
+        self._f = [None, None]  # per state: (Y, Y._version, float Y) left by a fused kernel
+        self._k = None
 
     def encode(self, x1, x2):
         self.checks.add("the input x", 0, x1)
         self.checks.add("the input x", 0, x2)
         self.checks.raise_if_bad()
         self.s = [self.fmt.quantize(x1), self.fmt.quantize(x2)]
+        self._f = [None, None]
 
     def get(self, i):
-        return self.fmt.dequantize(self.s[i])
+        y = _cached_float(self._f[i], self.s[i])
+        if self._f[i] is not None:
+            self._f = list(self._f)  # a snapshot may share the list
+            self._f[i] = None
+        return y if y is not None else self.fmt.dequantize(self.s[i])
+
+    def _fused(self, t):
+        if not _fused.enabled(t, coupling=True):
+            return None
+        if self._k is None:
+            fmt, dev = self.fmt, t.device
+            self._k = {"k": torch.tensor(fmt.scale, dtype=fmt._work, device=dev),
+                       "inv_scale": torch.tensor(fmt.inv_scale, dtype=fmt._work, device=dev),
+                       "lim": torch.tensor([1.0 / fmt.max_abs, fmt.inv_scale / fmt.max_abs], dtype=torch.float64, device=dev)}
+        return self._k
+
+    def _update(self, i, out):
+        self.s[i] = out[0].view(self.s[i].shape)
+        self._f = list(self._f)  # a snapshot may share the list
+        self._f[i] = (self.s[i], self.s[i]._version, out[1].view(self.s[i].shape))
 
     def add(self, i, n, h):
+        k = self._fused(self.s[i])
+        if k is not None and h.shape == self.s[i].shape:
+            out = _fused.call("coupling_add", _fused.flat(self.s[i]), _fused.flat(h), k["k"], k["inv_scale"], k["lim"],
+                              self.fmt.dtype)
+            if out is not None:
+                self._update(i, out)
+                self.checks.add_values([("a coupling function's output", n, self.fmt.max_abs),
+                                        ("the state x", n + 1, self.fmt.max_abs)], out[2])
+                return
         self.checks.add("a coupling function's output", n, h)
         self.s[i] = self.s[i] + self.fmt.quantize(h)
         self.checks.add("the state x", n + 1, self.s[i], self.fmt.inv_scale)
 
     def sub(self, i, n, h):
+        k = self._fused(self.s[i])
+        if k is not None and h.shape == self.s[i].shape:
+            out = _fused.call("coupling_sub", _fused.flat(self.s[i]), _fused.flat(h), k["k"], k["inv_scale"], self.fmt.dtype)
+            if out is not None:
+                self._update(i, out)
+                return
         self.s[i] = self.s[i] - self.fmt.quantize(h)
 
     def finish_forward(self):
