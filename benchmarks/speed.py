@@ -11,7 +11,9 @@ triggers once per process; first-touch allocations).
 
 Methods (Momentum ResNet unless said): ``autograd`` (stores activations), ``exact`` (the
 memory-free exact backward with the fused kernels, :func:`secondorder.exact.set_fused`),
-``exact_eager`` (the same without them), ``float`` (the float inverse), ``checkpoint``
+``exact_unverified`` (the same with the self-verification of the reconstructed first state
+switched off, to measure what that check costs; not a user option), ``exact_eager`` (the same
+without the fused kernels), ``float`` (the float inverse), ``checkpoint``
 (``torch.utils.checkpoint`` over ``sqrt(depth)`` segments of the autograd network) and
 ``momentumnet`` (the official package, ``use_backprop=False``; skipped when not installed). The
 ``revnet-*`` rows time a RevNet (``autograd``, ``exact``, ``exact_eager``, ``float``).
@@ -41,8 +43,9 @@ CONFIGS = {
     "revnet-mlp-64": ("revnet-mlp", 64, None, 512),
     "revnet-conv-32ch-16px": ("revnet-conv", 32, 16, 32),
 }
-MODES = ("autograd", "exact", "exact_eager", "float", "checkpoint", "momentumnet")
-REVNET_MODES = ("autograd", "exact", "exact_eager", "float")
+MODES = ("autograd", "exact", "exact_unverified", "exact_eager", "float", "checkpoint", "momentumnet")
+REVNET_MODES = ("autograd", "exact", "exact_unverified", "exact_eager", "float")
+_EXACT = ("exact", "exact_unverified", "exact_eager")  # the exact backward, three ways
 
 
 def _block(kind, width):
@@ -98,10 +101,10 @@ def _nets(kind, blocks, depth, gamma):
 
     if kind.startswith("revnet"):
         F, G = blocks
-        return {m: so.RevNet([F] * depth, [G] * depth, backward="exact" if m == "exact_eager" else m) for m in REVNET_MODES}
+        return {m: so.RevNet([F] * depth, [G] * depth, backward="exact" if m in _EXACT else m) for m in REVNET_MODES}
     (block,) = blocks
-    nets = {m: so.MomentumResNet([block] * depth, gamma, backward="exact" if m == "exact_eager" else m)
-            for m in ("autograd", "exact", "exact_eager", "float")}
+    nets = {m: so.MomentumResNet([block] * depth, gamma, backward="exact" if m in _EXACT else m)
+            for m in ("autograd", *_EXACT, "float")}
     nets["checkpoint"] = _Checkpointed(block, depth, gamma)
     try:
         import momentumnet
@@ -113,15 +116,20 @@ def _nets(kind, blocks, depth, gamma):
 
 
 def _step(net, x, mode):
+    from secondorder import reversible
     from secondorder.exact import set_fused
 
     set_fused(False if mode == "exact_eager" else None)
+    verify = reversible._verify_exact
+    if mode == "exact_unverified":
+        reversible._verify_exact = lambda *args, **kwargs: None
     try:
         t0, c0 = time.perf_counter(), time.process_time()
         (net(x) ** 2).mean().backward()
         return time.perf_counter() - t0, time.process_time() - c0
     finally:
         set_fused(None)
+        reversible._verify_exact = verify
 
 
 def run(names, depth=30, repeats=7, seed=0, progress=True, gamma=0.9):

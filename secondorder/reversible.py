@@ -390,9 +390,10 @@ def _mismatch(pairs):
     return count, total, largest
 
 
-def _verify_exact(states, expected, fmt, store=None, what="the network"):
+def _verify_exact(states, inputs, fmt, store=None, what="the network"):
     """Raise ``ReconstructionError`` unless the reconstructed int64 ``states`` equal the
-    quantized forward inputs ``expected`` bit for bit (and the bit store is empty again)."""
+    forward's float ``inputs`` quantized by ``fmt``, bit for bit (and the bit store is empty again)."""
+    expected = [fmt.quantize(t) for t in inputs]
     if all(torch.equal(a, b) for a, b in zip(states, expected)) and (store is None or not bool(store.S.any())):
         return
     count, total, largest = _mismatch(list(zip(states, expected)))
@@ -595,9 +596,9 @@ def _cached_float(cache, Y):
 class _ExactMomentum:
     """int64 fixed-point states with a bit store; the inverse is bit-exact.
 
-    With the fused kernels (:mod:`secondorder._fused`, chosen by :func:`secondorder.exact.set_fused`)
-    each of :meth:`step`, :meth:`unstep_x`, :meth:`unstep_v` and :meth:`unstep` is one compiled
-    kernel that also returns the dequantized position (cached for :meth:`x_float`) and the
+    With the fused kernels (``secondorder._fused``, chosen by ``secondorder.exact.set_fused``)
+    each of ``step``, ``unstep_x``, ``unstep_v`` and ``unstep`` is one compiled
+    kernel that also returns the dequantized position (cached for ``x_float``) and the
     range-check maxima; the eager operations are the fallback and give the same bits."""
 
     def __init__(self, gamma, x, bits=None):
@@ -717,7 +718,7 @@ class _ExactMomentum:
 
     def unstep_v(self, n, fx):
         """Undo layer ``n``'s velocity update. The fused kernel also computes the previous layer's
-        ``X - V`` (the next :meth:`unstep_x`, which then only takes it), so a backward step costs one
+        ``X - V`` (the next ``unstep_x``, which then only takes it), so a backward step costs one
         kernel call."""
         k = self._fused(fx)
         self._next = None
@@ -744,7 +745,7 @@ class _ExactMomentum:
         self.V = self.store.div(T.neg_().add_(self.V))  # V - T, in a fresh tensor
 
     def unstep(self, n, fx):
-        """:meth:`unstep_v` for layer ``n``, then (for ``n > 0``) :meth:`unstep_x` of layer ``n - 1``:
+        """``unstep_v`` for layer ``n``, then (for ``n > 0``) ``unstep_x`` of layer ``n - 1``:
         the backward loop ``unstep_x(); for n in reversed(range(N)): x = x_float(); fx = f(x);
         unstep(n, fx)`` visits the same states as calling the two separately (with the fused
         kernels both cost one call either way)."""
@@ -810,8 +811,7 @@ class _MomentumFunction(torch.autograd.Function):
             if isinstance(arith, _FloatMomentum):
                 _verify_float([arith.x, arith.v], [x_in, v_in], run.scale, "the MomentumResNet")
             else:
-                expected = [arith.fmt.quantize(x_in), arith.fmt.quantize(v_in)]
-                _verify_exact([arith.X, arith.V], expected, arith.fmt, arith.store, "the MomentumResNet")
+                _verify_exact([arith.X, arith.V], [x_in, v_in], arith.fmt, arith.store, "the MomentumResNet")
         g_gamma_out = g_gamma.reshape(ctx.gamma_shape) if ctx.gamma_needs_grad else None
         return (None, gx, gv, g_gamma_out, *layers.grads)
 
@@ -856,9 +856,9 @@ class _FloatCoupling:
 
 
 class _ExactCoupling:
-    """int64 fixed-point RevNet states ``s = [X1, X2]``; :meth:`add` and :meth:`sub` run as one fused
-    kernel each when :mod:`secondorder._fused` is on, which also leaves the dequantized state for
-    :meth:`get` (the next half step reads the state just updated)."""
+    """int64 fixed-point RevNet states ``s = [X1, X2]``; ``add`` and ``sub`` run as one fused
+    kernel each when ``secondorder._fused`` is on, which also leaves the dequantized state for
+    ``get`` (the next half step reads the state just updated)."""
 
     def __init__(self, x, bits=None):
         self.fmt = _exact.FixedPoint(x.dtype, bits)
@@ -976,7 +976,7 @@ class _CouplingFunction(torch.autograd.Function):
             if isinstance(arith, _FloatCoupling):
                 _verify_float(arith.s, [x1, x2], run.scale, "the RevNet")
             else:
-                _verify_exact(arith.s, [arith.fmt.quantize(x1), arith.fmt.quantize(x2)], arith.fmt, None, "the RevNet")
+                _verify_exact(arith.s, [x1, x2], arith.fmt, None, "the RevNet")
         return (None, g[0], g[1], *layers.grads)
 
 
