@@ -17,4 +17,6 @@ FIGURES = {
     "dynamics_1d": "dynamics_1d",
     "nested_rings": "nested_rings",
     "memory_depth": "memory_depth",
+    "momentum_influence": "momentum_influence",
+    "learning_curves": "learning_curves",
 }
