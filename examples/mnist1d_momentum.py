@@ -74,8 +74,8 @@ CACHE_VERSION = 1  # bump when a change to this file changes what a cached train
 DEFAULT_CACHE = _ROOT / "out" / "mnist1d" / "cache"
 
 FULL = dict(width=16, depths=[3, 12, 24], epochs=10, seeds=3, batch_size=128, lr=0.05, curve_depth=12,
-            mem_depth=48, mem_depths=[3, 12, 48, 192], mem_batch=128, mem_batches=[32, 64, 128, 256, 512, 1024, 2048, 4096],
-            budget_mib=64.0, ft_depth=12, ft_epochs=10, ft_finetune_epochs=5, ft_gammas=[0.5, 0.9, 0.99])
+            mem_depth=24, mem_depths=[3, 12, 24, 96], mem_batch=128, mem_batches=[32, 64, 128, 256, 512, 1024],
+            budget_mib=32.0, ft_depth=12, ft_epochs=6, ft_finetune_epochs=3, ft_gammas=[0.5, 0.9, 0.99])
 QUICK = dict(width=8, depths=[2, 6], epochs=2, seeds=1, batch_size=128, lr=0.05, curve_depth=6,
              mem_depth=24, mem_depths=[6, 24], mem_batch=128, mem_batches=[128], budget_mib=8.0,
              ft_depth=6, ft_epochs=2, ft_finetune_epochs=1, ft_gammas=[0.9])
@@ -202,8 +202,9 @@ def n_params(net):
 # --------------------------------------------------------------------------------------------
 # Experiment 1 + 2: accuracy against gamma and depth, learning curves
 # --------------------------------------------------------------------------------------------
-def _cached(cache, key, fn):
-    """``fn()``, stored as JSON under ``cache/<sha1 of key>.json`` (``cache`` None: no caching)."""
+def _cached(cache, key, fn, cached_only=False):
+    """``fn()``, stored as JSON under ``cache/<sha1 of key>.json`` (``cache`` None: no caching;
+    ``cached_only``: None instead of calling ``fn`` when the cache does not hold ``key``)."""
     if cache is None:
         return fn()
     path = Path(cache) / (hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16] + ".json")
@@ -211,9 +212,19 @@ def _cached(cache, key, fn):
         stored = json.loads(path.read_text())
         if stored.get("key") == key:
             return stored["value"]
+    if cached_only:
+        return None
     value = fn()
     write_json(path, {"key": key, "value": value})
     return value
+
+
+def figures_cached_only():
+    """Whether the figures aggregate only cached groups (environment variable
+    ``SECONDORDER_MNIST1D_CACHED_ONLY=1``; default: train the missing ones)."""
+    import os
+
+    return os.environ.get("SECONDORDER_MNIST1D_CACHED_ONLY", "") == "1"
 
 
 def model_names(gammas=GAMMAS):
@@ -243,24 +254,30 @@ def _stats(values):
             "min": float(v.min()), "max": float(v.max()), "values": [float(x) for x in v]}
 
 
-def accuracy_experiment(cfg, seed=0, cache=DEFAULT_CACHE, progress=True):
+def accuracy_experiment(cfg, seed=0, cache=DEFAULT_CACHE, progress=True, cached_only=False):
     """Experiment 1 (and the data of experiment 2): for every depth of ``cfg["depths"]`` and
     ``cfg["seeds"]`` seeds ``seed, seed + 1, ...``, :func:`train_group`. Returns
     ``{"accuracy": {depth: {"resnet": stats, "momentum": {gamma: stats}, "revnet": stats}},
     "params": {depth: {...}}, "runs": {depth: [group per seed]}, "seconds": ...}`` (stats: mean,
     sample std, min, max, values of the final test accuracy over seeds; ``momentum["0.0"]`` is
-    the ResNet's)."""
+    the ResNet's). ``cached_only``: aggregate only the groups the cache holds (a run cut short);
+    ``seeds_by_depth`` says which."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     seeds = [seed + i for i in range(cfg["seeds"])]
     jobs = [(d, s) for d in cfg["depths"] for s in seeds]
-    runs = {}
+    runs, seeds_by_depth = {}, {}
     for depth, s in tqdm(jobs, desc="accuracy", disable=not progress):
         key = {"v": CACHE_VERSION, "what": "group", "width": cfg["width"], "depth": depth, "seed": s,
                "epochs": cfg["epochs"], "lr": cfg["lr"], "batch_size": cfg["batch_size"], "gammas": list(GAMMAS)}
-        runs.setdefault(str(depth), []).append(_cached(cache, key, lambda depth=depth, s=s: train_group(
-            cfg["width"], depth, s, cfg["epochs"], cfg["lr"], cfg["batch_size"], progress=progress)))
+        group = _cached(cache, key, lambda depth=depth, s=s: train_group(
+            cfg["width"], depth, s, cfg["epochs"], cfg["lr"], cfg["batch_size"], progress=progress), cached_only)
+        if group is not None:
+            runs.setdefault(str(depth), []).append(group)
+            seeds_by_depth.setdefault(str(depth), []).append(s)
+    if not runs:
+        raise RuntimeError("accuracy_experiment: no trained group (cached_only with an empty cache?)")
     acc, params = {}, {}
     for depth, groups in runs.items():
         get = lambda name: _stats([g[name]["test_acc"] for g in groups])  # noqa: E731
@@ -268,14 +285,15 @@ def accuracy_experiment(cfg, seed=0, cache=DEFAULT_CACHE, progress=True):
                       "momentum": {str(g): get("resnet" if g == 0 else f"momentum_{g}") for g in GAMMAS},
                       "revnet": get("revnet")}
         params[depth] = {k: v["params"] for k, v in groups[0].items()}
-    return {"accuracy": acc, "params": params, "runs": runs, "seeds": seeds, "seconds": time.perf_counter() - t0}
+    return {"accuracy": acc, "params": params, "runs": runs, "seeds": seeds, "seeds_by_depth": seeds_by_depth,
+            "seconds": time.perf_counter() - t0}
 
 
 def curves(acc_result, depth, names=("resnet", "momentum_0.9")):
     """Experiment 2: per-epoch mean (and min, max over seeds) of the running training accuracy
     and the test accuracy of ``names`` at ``depth``, from :func:`accuracy_experiment`'s runs."""
     groups = acc_result["runs"][str(depth)]
-    out = {"depth": depth, "seeds": acc_result["seeds"], "models": {}}
+    out = {"depth": depth, "seeds": acc_result["seeds_by_depth"][str(depth)], "models": {}}
     for name in names:
         m = {}
         for what in ("train_acc", "test_acc", "loss"):
@@ -405,12 +423,13 @@ def report(r):
     lines = []
     if "accuracy" in r:
         a = r["accuracy"]
-        lines += ["Test accuracy (%), mean ± sample std over seeds " + str(a["seeds"]), "",
-                  "| depth | params (ResNet / RevNet) | ResNet (gamma 0) | " + " | ".join(f"Momentum gamma {g}" for g in GAMMAS[1:])
-                  + " | RevNet |", "|---" * (4 + len(GAMMAS[1:])) + "|"]
-        for d, v in a["accuracy"].items():
+        lines += ["Test accuracy (%), mean ± sample std over seeds", "",
+                  "| depth | seeds | params (ResNet / RevNet) | ResNet (gamma 0) | " + " | ".join(f"Momentum gamma {g}" for g in GAMMAS[1:])
+                  + " | RevNet |", "|---" * (5 + len(GAMMAS[1:])) + "|"]
+        for d, v in sorted(a["accuracy"].items(), key=lambda kv: int(kv[0])):  # JSON keys sort as text
             p = a["params"][d]
-            lines.append(f"| {d} | {p['resnet']} / {p['revnet']} | {_pct(v['resnet'])} | "
+            seeds = ", ".join(map(str, a.get("seeds_by_depth", {}).get(d, a["seeds"])))
+            lines.append(f"| {d} | {seeds} | {p['resnet']} / {p['revnet']} | {_pct(v['resnet'])} | "
                          + " | ".join(_pct(v["momentum"][str(g)]) for g in GAMMAS[1:]) + f" | {_pct(v['revnet'])} |")
         lines += ["", "Published baselines (" + PUBLISHED_SOURCE + "): "
                   + ", ".join(f"{k} {100 * v:.0f}%" for k, v in PUBLISHED.items()), ""]
@@ -450,11 +469,13 @@ def parse_args(argv):
     p.add_argument("--depths", type=int, nargs="+", default=None, help="residual blocks (default 3 12 24; quick: 2 6)")
     p.add_argument("--width", type=int, default=None, help="channels (default 16; quick: 8)")
     p.add_argument("--curve-depth", type=int, default=None, help="depth of the learning curves (one of --depths)")
-    p.add_argument("--budget-mib", type=float, default=None, help="memory budget of one training step (default 64)")
+    p.add_argument("--budget-mib", type=float, default=None, help="memory budget of one training step in MiB (default 32; quick: 8)")
     p.add_argument("--experiments", nargs="+", default=["accuracy", "memory", "finetune"],
                    choices=["accuracy", "memory", "finetune"], help="which to run (curves come with accuracy)")
     p.add_argument("--no-cache", action="store_true", help="retrain even when the cache holds the group")
     p.add_argument("--cache", default=None, help="cache folder of trained groups (default out/mnist1d/cache)")
+    p.add_argument("--cached-only", action="store_true",
+                   help="experiment 1: aggregate only the groups already in the cache (a run cut short)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--out", default=None, help="results JSON (default out/mnist1d/results[_quick].json)")
     p.add_argument("--_measure", default=None, help=argparse.SUPPRESS)
@@ -498,8 +519,8 @@ def main(argv=None) -> int:
         if all(old.get(k) == results[k] for k in ("config", "quick", "seed")):
             results = {**old, **results}
     if "accuracy" in args.experiments:
-        acc = accuracy_experiment(cfg, args.seed, cache, progress)
-        results["accuracy"] = {k: acc[k] for k in ("accuracy", "params", "seeds", "seconds")}
+        acc = accuracy_experiment(cfg, args.seed, cache, progress, args.cached_only)
+        results["accuracy"] = {k: acc[k] for k in ("accuracy", "params", "seeds", "seeds_by_depth", "seconds")}
         results["curves"] = curves(acc, cfg["curve_depth"])
         results["epoch_s"] = {d: {k: float(np.median(sum((g[k]["epoch_s"] for g in groups), [])))
                                   for k in groups[0]} for d, groups in acc["runs"].items()}

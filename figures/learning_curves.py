@@ -20,7 +20,8 @@ def compute(quick: bool, seed: int, cache="default") -> dict:
     from examples import mnist1d_momentum as ex
 
     cfg = dict(ex.QUICK if quick else ex.FULL)
-    res = ex.accuracy_experiment(cfg, seed, ex.DEFAULT_CACHE if cache == "default" else cache, progress=True)
+    res = ex.accuracy_experiment(cfg, seed, ex.DEFAULT_CACHE if cache == "default" else cache, progress=True,
+                                 cached_only=ex.figures_cached_only())
     return {**ex.curves(res, cfg["curve_depth"], names=tuple(MODELS)), "width": cfg["width"]}
 
 
@@ -39,7 +40,7 @@ def plot(data):
     ax.set_title(f"MNIST-1D learning curves, {data['depth']} blocks, width {data['width']}, "
                  f"{len(data['seeds'])} seed(s)\nfinal test: ResNet {final['resnet']:.1f}%, "
                  rf"Momentum $\gamma=0.9$ {final['momentum_0.9']:.1f}%", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", title="lines: mean over seeds, bands: min-max", title_fontsize=7)
     return fig
 
 

@@ -20,8 +20,10 @@ def compute(quick: bool, seed: int, cache="default") -> dict:
     from examples import mnist1d_momentum as ex
 
     cfg = dict(ex.QUICK if quick else ex.FULL)
-    res = ex.accuracy_experiment(cfg, seed, ex.DEFAULT_CACHE if cache == "default" else cache, progress=True)
-    return {"gammas": list(ex.GAMMAS), "accuracy": res["accuracy"], "params": res["params"], "seeds": res["seeds"],
+    res = ex.accuracy_experiment(cfg, seed, ex.DEFAULT_CACHE if cache == "default" else cache, progress=True,
+                                 cached_only=ex.figures_cached_only())
+    return {"gammas": list(ex.GAMMAS), "accuracy": res["accuracy"], "params": res["params"],
+            "seeds": res["seeds_by_depth"],
             "epochs": cfg["epochs"], "width": cfg["width"], "published": ex.PUBLISHED}
 
 
@@ -37,7 +39,7 @@ def plot(data):
         mean = [100 * a["momentum"][str(g)]["mean"] for g in gammas]
         std = [100 * a["momentum"][str(g)]["std"] for g in gammas]
         ax.errorbar(pos + 0.04 * (i - 1), mean, yerr=std, fmt="o-", color=color, capsize=3, ms=4,
-                    label=f"{d} blocks ({data['params'][d]['resnet']:,} params)")
+                    label=f"{d} blocks ({data['params'][d]['resnet']:,} params, {len(data['seeds'][d])} seeds)")
         rv = a["revnet"]
         ax.errorbar([len(gammas) + 0.04 * (i - 1)], [100 * rv["mean"]], yerr=[100 * rv["std"]], fmt="s",
                     color=color, capsize=3, ms=5)
@@ -53,7 +55,7 @@ def plot(data):
     deepest = depths[-1]
     a = data["accuracy"][deepest]
     gap = 100 * (a["momentum"]["0.9"]["mean"] - a["resnet"]["mean"])
-    ax.set_title(f"MNIST-1D: accuracy vs momentum, {len(data['seeds'])} seed(s), {data['epochs']} epochs\n"
+    ax.set_title(f"MNIST-1D: test accuracy vs momentum, width {data['width']}, {data['epochs']} epochs\n"
                  rf"{deepest} blocks: $\gamma=0.9$ minus ResNet = {gap:+.1f} points", fontsize=9)
     lo = min(100 * a["momentum"][str(g)]["mean"] - 100 * a["momentum"][str(g)]["std"]
              for a in data["accuracy"].values() for g in gammas)
