@@ -25,9 +25,7 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +38,8 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(_ROOT))
 
 import secondorder as so  # noqa: E402
-from secondorder._io import seed_everything, step_peak_bytes, write_json  # noqa: E402
+from examples._train import Trainer, evaluate, init_dist, run_fresh, step_peak, train  # noqa: E402,F401
+from secondorder._io import seed_everything, write_json  # noqa: E402
 
 LAYERS = ["layer1", "layer2"]
 
@@ -115,119 +114,16 @@ def load_data(seed, test_size=0.2):
 
 
 # --------------------------------------------------------------------------------------------
-# Distributed setup (torchrun)
-# --------------------------------------------------------------------------------------------
-def _dist_info():
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    return world, rank
-
-
-def _init_dist(device):
-    world, rank = _dist_info()
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return world, rank
-
-
-# --------------------------------------------------------------------------------------------
-# Training
-# --------------------------------------------------------------------------------------------
-def evaluate(net, x, y, device, batch_size=512):
-    net.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            out = net(x[i : i + batch_size].to(device))
-            correct += int((out.argmax(1).cpu() == y[i : i + batch_size]).sum())
-    return correct / len(x)
-
-
-class Trainer:
-    """SGD (Nesterov momentum 0.9, weight decay 5e-4, cosine learning rate over all steps) on the
-    training split, one epoch per ``epoch`` call. Under torchrun, each process takes a
-    contiguous ``1/world`` share of every batch and DistributedDataParallel averages the
-    gradients; the batch order comes from ``seed`` and is the same on every process."""
-
-    def __init__(self, net, data, epochs, lr, batch_size, seed, device):
-        self.net, self.data, self.batch_size, self.device = net.to(device), data, batch_size, device
-        self.world, self.rank = _dist_info()
-        self.model = net
-        if self.world > 1:
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-        self.opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-        steps = epochs * ((len(data[0]) + batch_size - 1) // batch_size)
-        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, max(1, steps))
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def epoch(self):
-        """One pass over the training split; returns (seconds, mean training loss)."""
-        xtr, ytr = self.data[0], self.data[1]
-        self.model.train()
-        perm = torch.randperm(len(xtr), generator=self.gen)
-        t0 = time.perf_counter()
-        total = 0.0
-        for i in range(0, len(xtr), self.batch_size):
-            idx = perm[i : i + self.batch_size]
-            idx = idx.tensor_split(self.world)[self.rank] if self.world > 1 else idx
-            xb, yb = xtr[idx].to(self.device), ytr[idx].to(self.device)
-            loss = F.cross_entropy(self.model(xb), yb)
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            self.opt.step()
-            self.sched.step()
-            total += float(loss.detach()) * len(idx)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - t0, total * self.world / len(xtr)
-
-    def test_acc(self):
-        return evaluate(self.net, self.data[2], self.data[3], self.device)
-
-
-def train(nets, data, epochs, lr, batch_size, seed, device, desc, progress=True):
-    """Train every net of the dict ``nets`` for ``epochs``, their epochs interleaved (each epoch
-    of one is followed by the same epoch of the next, so the machine's load reaches all alike).
-    Returns ``{name: (per-epoch seconds, test accuracy)}``."""
-    from tqdm.auto import tqdm
-
-    trainers = {k: Trainer(n, data, epochs, lr, batch_size, seed, device) for k, n in nets.items()}
-    times = {k: [] for k in nets}
-    rank = _dist_info()[1]
-    bar = tqdm(range(epochs), desc=desc, disable=not progress or rank != 0, leave=False)
-    for _ in bar:
-        post = {}
-        for k, tr in trainers.items():
-            t, loss = tr.epoch()
-            times[k].append(t)
-            post[f"loss_{k}"] = f"{loss:.3f}"
-            post[f"s_{k}"] = f"{t:.1f}"
-        bar.set_postfix(post)
-    return {k: (times[k], tr.test_acc()) for k, tr in trainers.items()}
-
-
-# --------------------------------------------------------------------------------------------
 # Peak memory of one training step, in a fresh process
 # --------------------------------------------------------------------------------------------
 def _measure_step(kind, width, depth, gamma, batch_size, seed, device):
     """Runs in the child process: one warm-up step, then the peak of one training step."""
     net = build(kind, width, depth, gamma, seed).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch_size, 1, 8, 8, generator=g).to(device)
     y = torch.randint(0, 10, (batch_size,), generator=g).to(device)
-
-    def step():
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    net.train()
-    step()  # warm-up: optimizer state, kernel caches, allocator pools
     out = {"kind": kind, "device": device.type}
-    peak, out["method"] = step_peak_bytes(step, device)
+    peak, out["method"] = step_peak(net, x, y, device)
     out["step_peak_mib"] = peak / 2**20
     if device.type == "cuda":
         return out
@@ -237,18 +133,9 @@ def _measure_step(kind, width, depth, gamma, batch_size, seed, device):
 
 def measure_memory(kind, width, depth, gamma, batch_size, seed, device, threads):
     """Peak memory of one training step of ``kind``, measured in a fresh Python process."""
-    env = dict(os.environ)
-    env["MALLOC_MMAP_THRESHOLD_"] = "65536"
-    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        env.pop(var, None)
-    env["PYTHONPATH"] = os.pathsep.join([str(_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_measure", kind, "--width", str(width),
-           "--depth", str(depth), "--gamma", str(gamma), "--batch-size", str(batch_size),
-           "--seed", str(seed), "--device", str(device), "--threads", str(threads)]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise RuntimeError(f"memory measurement of {kind} failed:\n{res.stderr[-2000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_fresh(__file__, ["--_measure", kind, "--width", width, "--depth", depth, "--gamma", gamma,
+                                "--batch-size", batch_size, "--seed", seed, "--device", device,
+                                "--threads", threads])
 
 
 # --------------------------------------------------------------------------------------------
@@ -292,7 +179,7 @@ def main(argv=None) -> int:
         print(json.dumps(out))
         return 0
 
-    world, rank = _init_dist(device)
+    world, rank = init_dist(device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)

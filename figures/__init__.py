@@ -21,4 +21,6 @@ FIGURES = {
     "memory_depth": "memory_depth",
     "nesting": "nesting",
     "initial_velocity": "initial_velocity",
+    "momentum_influence": "momentum_influence",
+    "learning_curves": "learning_curves",
 }
