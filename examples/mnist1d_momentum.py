@@ -280,7 +280,7 @@ def accuracy_experiment(cfg, seed=0, cache=DEFAULT_CACHE, progress=True, cached_
         raise RuntimeError("accuracy_experiment: no trained group (cached_only with an empty cache?)")
     acc, params = {}, {}
     for depth, groups in runs.items():
-        get = lambda name: _stats([g[name]["test_acc"] for g in groups])  # noqa: E731
+        get = lambda name, groups=groups: _stats([g[name]["test_acc"] for g in groups])  # noqa: E731
         acc[depth] = {"resnet": get("resnet"),
                       "momentum": {str(g): get("resnet" if g == 0 else f"momentum_{g}") for g in GAMMAS},
                       "revnet": get("revnet")}

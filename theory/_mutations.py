@@ -13,10 +13,9 @@ mutation's claims once.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from dataclasses import dataclass, field
-
-import importlib
 
 import torch
 

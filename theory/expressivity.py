@@ -412,7 +412,7 @@ def run(quick: bool, seed: int, only=None) -> list[Claim]:
                    "measurement (paper's configuration)")
         # at our seed and at the paper's (torch.manual_seed(1)): the ResNet run is seed-sensitive
         seeds = sorted({seed, 1})
-        r = lazy(lambda name=name: [fit_paper_cubic(name, s) for s in seeds])
+        r = lazy(lambda name=name, seeds=seeds: [fit_paper_cubic(name, s) for s in seeds])
         ck.measure(f"paper settings: 1-D cubic, SGD lr 0.01, {PAPER_CUBIC[name]} steps: {name} MSE / bound, "
                    f"crossings (seeds {seeds})",
                    lambda r=r: "; ".join(f"{x['mse'] / x['bound']:.4g}, {x['crossings']}" for x in r()),

@@ -114,7 +114,7 @@ def check_nesting(ck, quick, seed):
 
     def nested():
         bad = violations(table())
-        grows = int((table()[:, -1].sum() - table()[:, 0].sum()))
+        grows = int(table()[:, -1].sum() - table()[:, 0].sum())
         return f"{len(bad)} violations over {len(mats())} matrices x {len(EPS_LADDER)} eps ({grows} gained)", \
             not bad and grows > 0
 
