@@ -4,22 +4,11 @@ import math
 
 import pytest
 import torch
+from problems import mlp_functions
 from torch import nn
 
 import secondorder as so
 from secondorder.steps import momentum_step
-
-
-def mlp_functions(depth, d=6, h=12, dtype=torch.float64, scale=0.3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    fs = []
-    for _ in range(depth):
-        f = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, d)).to(dtype)
-        with torch.no_grad():
-            for p in f.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * scale / math.sqrt(p.shape[-1]))
-        fs.append(f)
-    return fs
 
 
 def loss_and_grads(net, x, *args, v0=None, **kwargs):

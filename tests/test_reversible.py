@@ -10,6 +10,7 @@ import weakref
 
 import pytest
 import torch
+from problems import mlp_functions
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -20,15 +21,7 @@ MODES = ["exact", "float"]
 
 
 def mlp(depth, d=4, h=8, dtype=D, scale=0.5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    fs = []
-    for _ in range(depth):
-        f = nn.Sequential(nn.Linear(d, h), nn.Tanh(), nn.Linear(h, d)).to(dtype)
-        with torch.no_grad():
-            for p in f.parameters():
-                p.copy_(torch.randn(p.shape, generator=g, dtype=dtype) * scale / p.shape[-1] ** 0.5)
-        fs.append(f)
-    return fs
+    return mlp_functions(depth, d, h, dtype, scale, seed)
 
 
 def randn(*shape, seed=0, dtype=D):
