@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import sys
 import time
 import traceback
@@ -79,6 +80,8 @@ def run(names, quick, seed, report, only=None):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    if not sys.stderr.isatty():  # redrawn progress bars would leave carriage returns in a log
+        os.environ.setdefault("TQDM_DISABLE", "1")
     return run(args.names, args.quick, args.seed, args.report, args.only)
 
 
