@@ -131,7 +131,7 @@ class _Context:
 class _Module:
     """A residual function's state as the forward pass saw it (shared by tied layers)."""
 
-    __slots__ = ("module", "names", "tensors", "versions", "pos", "buffer_names", "buffers", "direct")
+    __slots__ = ("module", "names", "tensors", "versions", "pos", "buffer_names", "buffers", "direct", "mutable")
 
     def __init__(self, f, index, params):
         self.module = f
@@ -151,6 +151,12 @@ class _Module:
         named_b = list(f.named_buffers()) if isinstance(f, nn.Module) else []
         self.buffer_names = [k for k, _ in named_b]
         self.buffers = [b for _, b in named_b]
+        # buffers a call may update (BatchNorm statistics, spectral norm's vectors) belong to
+        # submodules in training mode; in eval mode they are read only and need no copies (should
+        # one change anyway, the recomputation differs and the self-verification says so)
+        self.mutable = isinstance(f, nn.Module) and any(
+            m.training for m in f.modules() if next(m.buffers(recurse=False), None) is not None
+        )
         self.direct = True
 
     def current(self):
@@ -204,7 +210,7 @@ class _Layers:
         from it and the buffers it changed as they were before the call."""
         m = self.layer_module[n]
         before = self._rng_state()
-        saved = [b.detach().clone() for b in m.buffers] if m.buffers else None
+        saved = [b.detach().clone() for b in m.buffers] if m.mutable else None
         versions = [b._version for b in m.buffers]
         with _fastpath_disabled():
             out = self.functions[n](x, *self.args, **self.kwargs)
@@ -277,7 +283,7 @@ class _Layers:
         parameters and buffers (those it changed are set back to their values before the forward's
         call, and restored by ``restore`` after the VJP, which may need them)."""
         m = self.layer_module[n]
-        self._saved = (n, [b.detach().clone() for b in m.buffers] if m.buffers else [])
+        self._saved = (n, [b.detach().clone() for b in m.buffers] if m.mutable else [])
         if self.pre_buffers[n] is not None:
             with torch.no_grad():
                 for i, value in self.pre_buffers[n]:
@@ -511,7 +517,7 @@ def _run_ladder(layers, make, ladder, run):
         run(arith)
         return arith
     rng = layers._rng_state()
-    buffers = {id(b): (b, b.detach().clone()) for m in layers.modules for b in m.buffers}
+    buffers = {id(b): (b, b.detach().clone()) for m in layers.modules if m.mutable for b in m.buffers}
     for i, bits in enumerate(ladder):
         arith = make(bits)
         try:

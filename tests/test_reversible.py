@@ -444,3 +444,31 @@ def test_twenty_training_steps_do_not_grow_memory(mode):
     for _ in range(20):
         step()
     assert live_bytes() == before
+
+
+class _CountsCalls(nn.Module):
+    """Updates a buffer in every call, even in eval mode, and its output depends on it."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = mlp(1)[0]
+        self.register_buffer("calls", torch.zeros((), dtype=D))
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x) * (1 + 1e-3 * self.calls)
+
+
+def test_buffers_in_training_mode_are_replayed_and_eval_mutation_is_caught():
+    # in training mode the buffer's value before each call is replayed: gradients equal autograd's
+    out = {}
+    for backward in ("autograd", "exact"):
+        fs = [_CountsCalls() for _ in range(3)]
+        out[backward] = (grads_of(so.MomentumResNet(fs, 0.9, backward=backward), randn(3, 4)),
+                         [float(f.calls) for f in fs])
+    assert rel_err(out["exact"][0], out["autograd"][0]) <= 1e-13
+    assert out["exact"][1] == out["autograd"][1] == [1.0, 1.0, 1.0]  # updated once per forward call
+    # in eval mode buffers are taken as read only; one that changes anyway is caught, not ignored
+    net = so.MomentumResNet([_CountsCalls() for _ in range(3)], 0.9, backward="exact").eval()
+    with pytest.raises(so.ReconstructionError, match="differs from the forward's quantized input"):
+        net(randn(3, 4).requires_grad_()).sum().backward()
