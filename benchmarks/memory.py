@@ -244,6 +244,11 @@ def run(quick=False, device="cpu", seed=0, progress=True, batch=512, d=64, h=128
             "break_even": be}
 
 
+def _failure(r):
+    """A failed configuration's cell: "refused" when the self-check refused to return gradients."""
+    return "refused" if "ReconstructionError" in r["error"] else "error"
+
+
 def _cell(v):
     return "-" if v is None else v if isinstance(v, str) else f"{v:.2e}"
 
@@ -262,7 +267,7 @@ def table(result):
         cells = []
         for n in depths:
             r = by[(m, n)]
-            cells.append("error" if "error" in r else f"{r['peak_bytes'] / 2**20:.1f} / {1e3 * r['seconds']:.1f}")
+            cells.append(_failure(r) if "error" in r else f"{r['peak_bytes'] / 2**20:.1f} / {1e3 * r['seconds']:.1f}")
         a, b = by[(m, depths[0])], by[(m, depths[-1])]
         ratio = f"{b['peak_bytes'] / max(a['peak_bytes'], 1):.2f}x" if "error" not in a and "error" not in b else "-"
         tr = f"{b['seconds'] / ref_t:.2f}x" if ref_t and "error" not in b else "-"
