@@ -127,7 +127,10 @@ class MomentumResNet(nn.Module):
             the ResNet; the memory-free backwards need ``gamma > 0``.
         backward: ``"autograd"`` (store activations), ``"exact"`` (store none; the backward pass
             reconstructs every ``(x_n, v_n)`` bit-exactly in int64 fixed point, any depth) or
-            ``"float"`` (store none; naive float inverse, error ~ ``gamma**-N``).
+            ``"float"`` (store none; naive float inverse, error ~ ``gamma**-N``). Both memory-free
+            backwards check that their walk lands on the forward's input (bit for bit in exact
+            mode, within ``sqrt(eps)`` in float mode) and raise
+            ``secondorder.ReconstructionError`` instead of returning unchecked gradients.
         init_velocity: optional module ``v_0 = init_velocity(x_0)``; default ``v_0 = 0``.
         fixed_point_bits: fractional bits of the exact mode's fixed point; the range is
             ``|x| < 2**(61 - bits)``. Default None: the finest format of the dtype's ladder
