@@ -32,10 +32,9 @@ import copy
 import warnings
 
 from torch import nn
-from torch.nn import functional as F
-from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
 from ._checks import check_gamma
+from .convert import _decoder_layer_kwargs, _encoder_layer_kwargs
 from .nets import MomentumResNet
 
 __all__ = ["MomentumNet", "transform_to_momentumnet"]
@@ -157,23 +156,16 @@ def _first_attention(layers):
 
 
 class _ConvertedEncoder(nn.TransformerEncoder):
-    """``nn.TransformerEncoder`` whose ``layers`` were converted: the forward canonicalises the
-    masks as torch does and hands them to every item of ``layers`` (never the nested-tensor fast
-    path, which needs torch's own layers)."""
+    """``nn.TransformerEncoder`` whose ``layers`` were converted: the forward hands the masks, as
+    torch canonicalises them, to every item of ``layers`` (never the nested-tensor fast path, which
+    needs torch's own layers)."""
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
-        src_key_padding_mask = F._canonical_mask(
-            mask=src_key_padding_mask, mask_name="src_key_padding_mask", other_type=F._none_or_dtype(mask),
-            other_name="mask", target_type=src.dtype,
-        )
-        mask = F._canonical_mask(
-            mask=mask, mask_name="mask", other_type=None, other_name="", target_type=src.dtype, check_other=False,
-        )
         batch_first = _first_attention(self.layers).batch_first
-        is_causal = _detect_is_causal_mask(mask, is_causal, _get_seq_len(src, batch_first))
+        kwargs = _encoder_layer_kwargs(src, mask, src_key_padding_mask, is_causal, batch_first)
         out = src
         for mod in self.layers:
-            out = mod(out, src_mask=mask, is_causal=is_causal, src_key_padding_mask=src_key_padding_mask)
+            out = mod(out, **kwargs)
         return out if self.norm is None else self.norm(out)
 
 
@@ -182,14 +174,11 @@ class _ConvertedDecoder(nn.TransformerDecoder):
 
     def forward(self, tgt, memory, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal=None, memory_is_causal=False):
-        batch_first = _first_attention(self.layers).batch_first
-        tgt_is_causal = _detect_is_causal_mask(tgt_mask, tgt_is_causal, _get_seq_len(tgt, batch_first))
+        kwargs = _decoder_layer_kwargs(tgt, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask,
+                                      tgt_is_causal, memory_is_causal, _first_attention(self.layers).batch_first)
         out = tgt
         for mod in self.layers:
-            out = mod(out, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
-                      tgt_key_padding_mask=tgt_key_padding_mask,
-                      memory_key_padding_mask=memory_key_padding_mask,
-                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+            out = mod(out, memory, **kwargs)
         return out if self.norm is None else self.norm(out)
 
 

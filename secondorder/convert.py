@@ -156,6 +156,39 @@ def _adopt(cls, old: nn.Module):
     return new
 
 
+def _encoder_layer_kwargs(src, mask, src_key_padding_mask, is_causal, batch_first):
+    """The keyword arguments ``nn.TransformerEncoder`` hands each of its layers: the masks
+    canonicalised as torch does and ``is_causal`` detected from ``mask``."""
+    src_key_padding_mask = F._canonical_mask(
+        mask=src_key_padding_mask,
+        mask_name="src_key_padding_mask",
+        other_type=F._none_or_dtype(mask),
+        other_name="mask",
+        target_type=src.dtype,
+    )
+    mask = F._canonical_mask(
+        mask=mask, mask_name="mask", other_type=None, other_name="", target_type=src.dtype,
+        check_other=False,
+    )
+    is_causal = _detect_is_causal_mask(mask, is_causal, _get_seq_len(src, batch_first))
+    return {"src_mask": mask, "is_causal": is_causal, "src_key_padding_mask": src_key_padding_mask}
+
+
+def _decoder_layer_kwargs(tgt, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask,
+                         tgt_is_causal, memory_is_causal, batch_first):
+    """The keyword arguments ``nn.TransformerDecoder`` hands each of its layers besides ``memory``
+    (``tgt_is_causal`` detected from ``tgt_mask``)."""
+    tgt_is_causal = _detect_is_causal_mask(tgt_mask, tgt_is_causal, _get_seq_len(tgt, batch_first))
+    return {
+        "tgt_mask": tgt_mask,
+        "memory_mask": memory_mask,
+        "tgt_key_padding_mask": tgt_key_padding_mask,
+        "memory_key_padding_mask": memory_key_padding_mask,
+        "tgt_is_causal": tgt_is_causal,
+        "memory_is_causal": memory_is_causal,
+    }
+
+
 class MomentumTransformerEncoder(_MomentumBlocks, nn.TransformerEncoder):
     """``nn.TransformerEncoder`` whose layers run as a Momentum ResNet.
 
@@ -177,20 +210,8 @@ class MomentumTransformerEncoder(_MomentumBlocks, nn.TransformerEncoder):
         return self._momentum_extra_repr()
 
     def forward(self, src, mask=None, src_key_padding_mask=None, is_causal=None):
-        src_key_padding_mask = F._canonical_mask(
-            mask=src_key_padding_mask,
-            mask_name="src_key_padding_mask",
-            other_type=F._none_or_dtype(mask),
-            other_name="mask",
-            target_type=src.dtype,
-        )
-        mask = F._canonical_mask(
-            mask=mask, mask_name="mask", other_type=None, other_name="", target_type=src.dtype,
-            check_other=False,
-        )
         batch_first = self.layers[0].self_attn.batch_first
-        is_causal = _detect_is_causal_mask(mask, is_causal, _get_seq_len(src, batch_first))
-        kwargs = {"src_mask": mask, "is_causal": is_causal, "src_key_padding_mask": src_key_padding_mask}
+        kwargs = _encoder_layer_kwargs(src, mask, src_key_padding_mask, is_causal, batch_first)
         prefix = f"{self._path}.layers." if self._path else "layers."
         out = self._run_blocks(self.layers, src, (), kwargs, prefix, no_fastpath=True)
         return out if self.norm is None else self.norm(out)
@@ -225,17 +246,9 @@ class MomentumTransformerDecoder(_MomentumBlocks, nn.TransformerDecoder):
         tgt_is_causal=None,
         memory_is_causal=False,
     ):
-        seq_len = _get_seq_len(tgt, self.layers[0].self_attn.batch_first)
-        tgt_is_causal = _detect_is_causal_mask(tgt_mask, tgt_is_causal, seq_len)
-        kwargs = {
-            "memory": memory,
-            "tgt_mask": tgt_mask,
-            "memory_mask": memory_mask,
-            "tgt_key_padding_mask": tgt_key_padding_mask,
-            "memory_key_padding_mask": memory_key_padding_mask,
-            "tgt_is_causal": tgt_is_causal,
-            "memory_is_causal": memory_is_causal,
-        }
+        kwargs = {"memory": memory, **_decoder_layer_kwargs(
+            tgt, tgt_mask, memory_mask, tgt_key_padding_mask, memory_key_padding_mask, tgt_is_causal,
+            memory_is_causal, self.layers[0].self_attn.batch_first)}
         prefix = f"{self._path}.layers." if self._path else "layers."
         out = self._run_blocks(self.layers, tgt, (), kwargs, prefix, no_fastpath=True)
         return out if self.norm is None else self.norm(out)

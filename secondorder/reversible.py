@@ -210,8 +210,11 @@ class _Layers:
         from it and the buffers it changed as they were before the call."""
         m = self.layer_module[n]
         before = self._rng_state()
-        saved = [b.detach().clone() for b in m.buffers] if m.mutable else None
-        versions = [b._version for b in m.buffers]
+        if m.mutable:
+            saved = [b.detach().clone() for b in m.buffers]
+            versions = [b._version for b in m.buffers]
+        else:
+            saved = None
         with _fastpath_disabled():
             out = self.functions[n](x, *self.args, **self.kwargs)
         what, index = self.labels(n)
@@ -288,17 +291,21 @@ class _Layers:
             with torch.no_grad():
                 for i, value in self.pre_buffers[n]:
                     m.buffers[i].copy_(value)
-        with self.context.replay():
-            if self.rng[n] is None:
-                out, self._wrt = self._call(n, x)
-                return out
-            devices = [self.device] if self.cuda else []
-            with torch.random.fork_rng(devices=devices):
-                torch.set_rng_state(self.rng[n][0])
-                if self.cuda:
-                    torch.cuda.set_rng_state(self.rng[n][1], self.device)
-                out, self._wrt = self._call(n, x)
-                return out
+        with self.context.replay(), self._replay_rng(n):
+            out, self._wrt = self._call(n, x)
+        return out
+
+    @contextlib.contextmanager
+    def _replay_rng(self, n):
+        """The RNG state ``f_n`` drew from in the forward pass, if it drew (restored afterwards)."""
+        if self.rng[n] is None:
+            yield
+            return
+        with torch.random.fork_rng(devices=[self.device] if self.cuda else []):
+            torch.set_rng_state(self.rng[n][0])
+            if self.cuda:
+                torch.cuda.set_rng_state(self.rng[n][1], self.device)
+            yield
 
     def restore(self):
         """Put back the buffers of the last recomputed function as the forward pass left them."""
@@ -415,7 +422,7 @@ def _verify_float(states, expected, scale, what="the network"):
     """Raise ``ReconstructionError`` unless the float reconstruction ``states`` is within
     ``sqrt(eps) * scale`` of the forward's input ``expected`` (norms over all tensors; ``scale`` is
     the larger norm of the input and of the final state)."""
-    num = math.sqrt(sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(states, expected)))
+    num = _norm(*(a.double() - b.double() for a, b in zip(states, expected)))
     tol = math.sqrt(torch.finfo(expected[0].dtype).eps)
     if math.isfinite(num) and num <= tol * scale:
         return
