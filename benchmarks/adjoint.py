@@ -174,7 +174,7 @@ def main(argv=None) -> int:
     if args.child is not None:
         _child(json.loads(args.child))
         return 0
-    from secondorder._io import write_json
+    from scripts.shared import write_json
 
     out = Path(args.out) if args.out else ROOT / "out" / "bench" / f"adjoint{'_quick' if args.quick else ''}.json"
     print(HEADER, flush=True)

@@ -116,7 +116,7 @@ def child(cfg):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         return {"seconds": statistics.median(times)}
-    from secondorder._io import step_peak_bytes
+    from scripts.shared import step_peak_bytes
 
     peak, _ = step_peak_bytes(step, device)
     return {"peak_bytes": peak}
@@ -295,7 +295,7 @@ def main(argv=None):
     p.add_argument("--depths", default="1,2,3,4,6,8,12,16", help="depths of the --break-even table (comma-separated)")
     p.add_argument("--out", default=None, help="JSON output (default out/bench/memory_<device>[_quick|_break_even].json)")
     args = p.parse_args(argv)
-    from secondorder._io import write_json
+    from scripts.shared import write_json
 
     root = Path(__file__).resolve().parent.parent / "out" / "bench"
     root.mkdir(parents=True, exist_ok=True)

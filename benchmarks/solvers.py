@@ -21,7 +21,6 @@ import scipy.integrate
 import torch
 
 import secondorder as so
-from secondorder.discretize import min_depth
 from theory.continuous_limit import D, Linear, TimeMLP, linear_exact, linear_matrix, rel
 
 EPSS = [0.1, 1.0, 10.0]
@@ -92,7 +91,7 @@ def run_problem(name, F, x0, eps, ref, quick, repeats):
         add("dopri5", f"rtol={rtol:.0e}", ode.nfe, dt, x)
     ode = so.SecondOrderODE(F, eps=eps, t1=T1)
     for N in depths:
-        if N < min_depth(eps, T1):
+        if N < so.min_depth(eps, T1):
             continue
         net = so.discretize(ode, N)
         x, dt = _timed(lambda net=net: net(x0), repeats)
@@ -162,7 +161,7 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3, help="timing repeats, best kept (default 3)")
     p.add_argument("--out", default="solvers.json", help="JSON output (default solvers.json)")
     args = p.parse_args(argv)
-    from secondorder._io import write_json
+    from scripts.shared import write_json
 
     data = compute(args.quick, args.seed, repeats=args.repeats)
     data["summary"] = summary(data)

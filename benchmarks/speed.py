@@ -184,8 +184,8 @@ def kernel_times(sizes=(64, 512, 2048, 8192, 32768, 131072), repeats=200, gamma=
     import torch
 
     from secondorder import _fused
+    from secondorder._reversible import _ExactMomentum
     from secondorder.exact import set_fused
-    from secondorder.reversible import _ExactMomentum
 
     torch.set_num_threads(1)
     old, _fused.MIN_NUMEL = _fused.MIN_NUMEL, 0
@@ -226,7 +226,7 @@ def main(argv=None):
     p.add_argument("--kernels", action="store_true", help="time the fixed-point chain alone (fused vs eager) by size")
     p.add_argument("--out", default=None, help="JSON output (default out/bench/speed_cpu[_quick|_kernels].json)")
     args = p.parse_args(argv)
-    from secondorder._io import write_json
+    from scripts.shared import write_json
 
     root = Path(__file__).resolve().parent.parent / "out" / "bench"
     root.mkdir(parents=True, exist_ok=True)

@@ -138,9 +138,9 @@ def train(nets, data, epochs, lr, batch_size, seed, device, desc, progress=True,
 def step_peak(net, x, y, device):
     """Peak memory (bytes above the level before it) of one SGD training step of ``net`` on
     ``(x, y)``, after one warm-up step (optimizer state, kernel caches, allocator pools), with
-    ``secondorder._io.step_peak_bytes``. Meant for a fresh process started by
+    ``scripts.shared.step_peak_bytes``. Meant for a fresh process started by
     ``run_fresh``. Returns ``(bytes, method)``."""
-    from secondorder._io import step_peak_bytes
+    from scripts.shared import step_peak_bytes
 
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 

@@ -39,7 +39,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
 
 import secondorder as so  # noqa: E402
 from examples._train import Trainer, evaluate, init_dist, run_fresh, step_peak, train  # noqa: E402,F401
-from secondorder._io import seed_everything, write_json  # noqa: E402
+from scripts.shared import seed_everything, write_json  # noqa: E402
 
 LAYERS = ["layer1", "layer2"]
 

@@ -17,7 +17,7 @@ path is never called). Four experiments, all from this one script:
 3. ``memory``: peak memory of one training step (ResNet with autograd, ResNet with
    ``torch.utils.checkpoint`` over sqrt(depth) segments, Momentum ResNet exact, RevNet exact)
    against batch size and depth, each point in a fresh process (``MALLOC_MMAP_THRESHOLD_=65536``,
-   steady state after a warm-up step, ``secondorder._io.step_peak_bytes``), and the largest
+   steady state after a warm-up step, ``scripts.shared.step_peak_bytes``), and the largest
    batch (powers of two) each method trains under a fixed memory budget.
 4. ``finetune``: a ResNet pretrained on classes 0-4, converted with ``so.to_momentum`` at several
    gammas (exact backward) and fine-tuned on classes 5-9, against fine-tuning the ResNet itself
@@ -55,7 +55,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
 
 import secondorder as so  # noqa: E402
 from examples._train import evaluate, run_fresh, step_peak, train  # noqa: E402
-from secondorder._io import seed_everything, write_json  # noqa: E402
+from scripts.shared import seed_everything, write_json  # noqa: E402
 
 #: Published MNIST-1D test accuracies for the default 4000 / 1000 split (Greydanus & Kobak,
 #: arXiv:2011.14439; the table "Comparing MNIST and MNIST-1D" of the mnist1d README,

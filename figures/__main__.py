@@ -45,7 +45,7 @@ def render(names, quick=False, out=None, seed=0, progress=True):
     import matplotlib.pyplot as plt
     from tqdm.auto import tqdm
 
-    from secondorder._io import atomic_path, seed_everything, write_json
+    from scripts.shared import atomic_path, seed_everything, write_json
 
     unknown = [n for n in names if n not in FIGURES]
     if unknown:

@@ -2,25 +2,55 @@
 
 A model is a set of residual functions plus an integrator: the same modules run as a ResNet, a
 Momentum ResNet, a RevNet, a Neural ODE or a second-order ODE.
+
+This file is the single list of public names (``__all__``). The implementation lives in private
+modules (``secondorder/_*.py``, see docs/architecture.md); four namespaces are public because
+users work with them directly:
+
+- ``secondorder.linear``: which linear maps each model represents (``psi``, ``Psi``, ``represent``);
+- ``secondorder.compat``: the drop-in replacement for the ``momentumnet`` package;
+- ``secondorder.exact``: the exact fixed-point arithmetic (bit store, rational gamma, format
+  ladder, the fused-kernel switch), reusable on its own;
+- ``secondorder.data``: the problem families of the learning-to-optimize experiments.
 """
 
-from . import compat as compat
-from . import linear as linear
-from ._version import __version__ as __version__
-from .convert import to_momentum as to_momentum
-from .data import least_squares_problems as least_squares_problems
-from .data import logistic_problems as logistic_problems
-from .discretize import discretize as discretize
-from .discretize import eps_from_gamma as eps_from_gamma
-from .discretize import gamma_from_eps as gamma_from_eps
-from .discretize import to_ode as to_ode
-from .exact import FixedPointOverflowError as FixedPointOverflowError
-from .linear import NotRepresentableError as NotRepresentableError
-from .nets import BACKWARDS as BACKWARDS
-from .nets import MomentumResNet as MomentumResNet
-from .nets import ResNet as ResNet
-from .nets import RevNet as RevNet
-from .ode import NeuralODE as NeuralODE
-from .ode import SecondOrderODE as SecondOrderODE
-from .reversible import ReconstructionError as ReconstructionError
-from .reversible import exact_roundtrip as exact_roundtrip
+from . import compat, data, exact, linear
+from ._convert import to_momentum
+from ._discretize import StepFunction, discretize, eps_from_gamma, gamma_from_eps, min_depth, to_ode
+from ._errors import FixedPointOverflowError, NumericalError, ReconstructionError
+from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet
+from ._ode import NeuralODE, SecondOrderODE
+from ._reversible import exact_roundtrip
+from ._version import __version__
+from .linear import NotRepresentableError
+
+__all__ = [
+    # discrete models and their memory-free backward
+    "ResNet",
+    "MomentumResNet",
+    "RevNet",
+    "BACKWARDS",
+    "exact_roundtrip",
+    # continuous models and the discrete <-> continuous maps
+    "NeuralODE",
+    "SecondOrderODE",
+    "discretize",
+    "to_ode",
+    "StepFunction",
+    "gamma_from_eps",
+    "eps_from_gamma",
+    "min_depth",
+    # converting existing networks
+    "to_momentum",
+    # errors (TypeError / ValueError for bad arguments; NumericalError for what precision cannot do)
+    "NumericalError",
+    "ReconstructionError",
+    "FixedPointOverflowError",
+    "NotRepresentableError",
+    # public namespaces
+    "linear",
+    "compat",
+    "exact",
+    "data",
+    "__version__",
+]

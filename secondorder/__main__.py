@@ -1,5 +1,5 @@
 import sys
 
-from secondorder.cli import main
+from secondorder._cli import main
 
 sys.exit(main())

@@ -33,9 +33,9 @@ import warnings
 
 from torch import nn
 
-from ._checks import check_gamma
-from .convert import _decoder_layer_kwargs, _encoder_layer_kwargs
-from .nets import MomentumResNet
+from ._convert import _decoder_layer_kwargs, _encoder_layer_kwargs
+from ._nets import MomentumResNet
+from ._validate import check_gamma
 
 __all__ = ["MomentumNet", "transform_to_momentumnet"]
 

@@ -12,9 +12,11 @@ minimisers ``x_star`` of shape ``(n, d)``; every function below is batched over 
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
+
+from ._errors import NumericalError
+from ._validate import check_count, check_positive, check_real
 
 __all__ = [
     "least_squares_problems",
@@ -30,19 +32,11 @@ __all__ = [
 LOGISTIC_L2 = 0.1
 
 
-def _check_count(name, value, minimum=1):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} == {value}, must be an integer >= {minimum}.")
-    return int(value)
-
-
 def _check_sizes(n, d, m, seed):
-    n = _check_count("n", n)
-    d = _check_count("d", d)
-    m = 2 * d if m is None else _check_count("m", m)
-    _check_count("seed", seed, minimum=0)
+    n = check_count(n, "n")
+    d = check_count(d, "d")
+    m = 2 * d if m is None else check_count(m, "m")
+    check_count(seed, "seed", minimum=0)
     return n, d, m
 
 
@@ -133,14 +127,13 @@ def logistic_problems(n, d, seed=0, m=None, l2=LOGISTIC_L2, flip=0.1, dtype=torc
     The loss is ``logistic_loss`` with weight ``l2 > 0``, strongly convex: the minimiser is
     unique. It is computed by damped Newton's method in float64 (step halved until the loss does not
     increase) until ``max_i ||grad L(x_i)|| <= tol`` (default ``1e-12``); a batch that does not
-    reach it in 100 iterations raises ``RuntimeError``.
+    reach it in 100 iterations raises ``secondorder.NumericalError``.
 
     Returns ``(A, b, x_star)`` of shapes ``(n, m, d)``, ``(n, m)``, ``(n, d)``.
     """
     n, d, m = _check_sizes(n, d, m, seed)
-    if not (isinstance(l2, numbers.Real) and l2 > 0 and math.isfinite(l2)):
-        raise ValueError(f"l2 == {l2!r}, must be a finite number > 0 (it makes the minimiser unique).")
-    if not (isinstance(flip, numbers.Real) and 0 <= flip <= 1):
+    check_positive(l2, "l2")  # > 0 makes the minimiser unique
+    if not 0 <= check_real(flip, "flip") <= 1:
         raise ValueError(f"flip == {flip!r}, must be in [0, 1].")
     g = torch.Generator().manual_seed(seed)
     f64 = torch.float64
@@ -171,7 +164,7 @@ def _newton(A, b, l2, tol, max_iter=100):
                 break
             t = torch.where(bad.unsqueeze(-1), 0.5 * t, t)
         x, loss = new, new_loss
-    raise RuntimeError(
+    raise NumericalError(
         f"Newton's method did not reach ||grad|| <= {tol:g} in {max_iter} iterations "
         f"(max gradient norm {logistic_gradient(x, A, b, l2).norm(dim=-1).max().item():.3g})."
     )

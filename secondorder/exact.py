@@ -37,6 +37,7 @@ from fractions import Fraction
 import torch
 
 from . import _fused
+from ._errors import FixedPointOverflowError
 
 
 def set_fused(flag: bool | None) -> None:
@@ -92,17 +93,6 @@ FLOAT_EXACT = 2**53
 _KEEP_BITS = 22  # a spill keeps the store's low 22 bits and moves the high (< 2**31) to int32
 
 _INT64_MAX = 2**63 - 1
-
-
-class FixedPointOverflowError(ValueError):
-    """A value left the fixed-point range, or was NaN/inf, in an exact-arithmetic pass.
-
-    ``finite`` is False for NaN/inf (a coarser format cannot help then).
-    """
-
-    def __init__(self, message, finite=True):
-        super().__init__(message)
-        self.finite = finite
 
 
 def rational_gamma(gamma: float, max_denominator: int = MAX_DENOMINATOR, dyadic: bool = False) -> Fraction:

@@ -26,7 +26,7 @@ import scipy.linalg
 import scipy.optimize
 import torch
 
-from ._checks import check_eps
+from ._validate import check_eps
 
 __all__ = ["psi", "Psi", "m_eps", "represent", "is_representable", "NotRepresentableError"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from secondorder.cli import main
+from secondorder._cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import secondorder as so
-from secondorder.convert import (
+from secondorder._convert import (
     MomentumSequential,
     MomentumTransformerDecoder,
     MomentumTransformerEncoder,

@@ -83,7 +83,7 @@ def test_errors():
         data.least_squares_problems(2, 3, seed=-1)
     with pytest.raises(ValueError, match=r"m == 2 < d == 3: least squares needs m >= d"):
         data.least_squares_problems(2, 3, m=2)
-    with pytest.raises(ValueError, match=r"l2 == 0, must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"l2 == 0.0, must be a finite number > 0"):
         data.logistic_problems(2, 3, l2=0)
     with pytest.raises(ValueError, match=r"flip == 1.5, must be in \[0, 1\]"):
         data.logistic_problems(2, 3, flip=1.5)

@@ -10,7 +10,7 @@ from problems import Lin
 from torch import nn
 
 import secondorder as so
-from secondorder.discretize import StepFunction, min_depth
+from secondorder import StepFunction, min_depth
 
 D = torch.float64
 

@@ -13,8 +13,8 @@ from torch import nn
 
 import secondorder as so
 from secondorder import _fused
+from secondorder._reversible import _ExactMomentum
 from secondorder.exact import BitStore, FixedPoint, rational_gamma, set_fused
-from secondorder.reversible import _ExactMomentum
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,7 +8,7 @@ from problems import mlp_functions
 from torch import nn
 
 import secondorder as so
-from secondorder.steps import momentum_step
+from secondorder._steps import momentum_step
 
 
 def loss_and_grads(net, x, *args, v0=None, **kwargs):
@@ -370,7 +370,7 @@ def test_exact_path_nan_and_overflow():
     fs = mlp_functions(5)
     x = torch.randn(2, 6, dtype=torch.float64)
     x[0, 0] = float("nan")
-    with pytest.raises(ValueError, match="non-finite"):
+    with pytest.raises(so.FixedPointOverflowError, match="non-finite"):
         so.MomentumResNet(fs, 0.9, backward="exact")(x)
 
     class Blowup(nn.Module):

@@ -9,7 +9,7 @@ import torch
 from problems import Lin
 from torch import nn
 
-from secondorder.ode import NeuralODE, SecondOrderODE
+from secondorder._ode import NeuralODE, SecondOrderODE
 
 D = torch.float64
 
@@ -124,7 +124,7 @@ def test_unknown_method_and_bad_arguments():
         SecondOrderODE(F, eps=nn.Parameter(torch.tensor(0.0)))
     with pytest.raises(ValueError, match="t1 == 0.0, must be a finite number > 0"):
         NeuralODE(F, t1=0.0)
-    with pytest.raises(ValueError, match="rtol == 0, must be a number > 0"):
+    with pytest.raises(ValueError, match="rtol == 0.0, must be a finite number > 0"):
         NeuralODE(F, rtol=0)
     with pytest.raises(TypeError, match="options must be a dict"):
         NeuralODE(F, options=[1])
@@ -135,7 +135,7 @@ def test_unknown_method_and_bad_arguments():
     x = torch.zeros(4, 2)
     with pytest.raises(ValueError, match="v0 was given to a first-order model"):
         NeuralODE(F)(x, torch.zeros(4, 2))
-    with pytest.raises(ValueError, match=r"v0 has shape \(4, 3\), must have x0's shape \(4, 2\)"):
+    with pytest.raises(ValueError, match=r"v0 has shape \(4, 3\), must have the shape of x0 \(4, 2\)"):
         SecondOrderODE(F)(x, torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"F returned \(4, 3\) for x of shape \(4, 2\)"):
         SecondOrderODE(nn.Linear(2, 3))(x)

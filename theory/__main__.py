@@ -51,7 +51,7 @@ def run_script(name, quick, seed, only=None):
 
 def run(names, quick, seed, report, only=None):
     """Run ``names`` (all when empty); print the table, write ``report``; 1 if a claim failed."""
-    from secondorder._io import write_json
+    from scripts.shared import write_json
 
     unknown = [n for n in names if n not in SCRIPTS]
     if unknown:

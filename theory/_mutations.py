@@ -1,7 +1,7 @@
 """Named mutations of the implementation, to prove that the theory claims can fail.
 
 Each mutation replaces one function (or method) of ``secondorder`` by a subtly wrong version, at
-every place it is looked up at call time (a function imported by name, ``from .steps import
+every place it is looked up at call time (a function imported by name, ``from ._steps import
 momentum_step``, is a separate binding in the importing module, so each binding is patched).
 :data:`MUTATIONS` lists, for each, the claims that must notice it: ``(script, name substring)``
 pairs. ``tests/test_mutations.py`` applies each mutation with pytest's ``monkeypatch``, runs only
@@ -21,13 +21,13 @@ import torch
 
 import secondorder as so
 
-# the modules themselves (``secondorder.discretize`` the attribute is the function of that name)
-_disc = importlib.import_module("secondorder.discretize")
+# the private modules themselves, where the names are looked up at call time
+_disc = importlib.import_module("secondorder._discretize")
 _lin = importlib.import_module("secondorder.linear")
-_nets = importlib.import_module("secondorder.nets")
-_ode = importlib.import_module("secondorder.ode")
-_rev = importlib.import_module("secondorder.reversible")
-_steps = importlib.import_module("secondorder.steps")
+_nets = importlib.import_module("secondorder._nets")
+_ode = importlib.import_module("secondorder._ode")
+_rev = importlib.import_module("secondorder._reversible")
+_steps = importlib.import_module("secondorder._steps")
 
 
 @dataclass

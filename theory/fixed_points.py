@@ -539,7 +539,7 @@ def main(argv=None):
     for c in claims:
         print(f"  {'PASS' if c.passed else 'FAIL'}  {c.name}  measured {c.measured}  expected {c.expected}")
     if args.out:
-        from secondorder._io import write_json
+        from scripts.shared import write_json
 
         write_json(args.out, res)
     return 0 if all(c.passed for c in claims) else 1

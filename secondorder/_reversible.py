@@ -47,20 +47,11 @@ from torch.utils import _pytree as pytree
 
 from . import _fused
 from . import exact as _exact
-from ._checks import check_output
-from .steps import momentum_step
+from ._errors import ReconstructionError
+from ._steps import momentum_step
+from ._validate import check_output
 
-__all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip", "ReconstructionError"]
-
-
-class ReconstructionError(RuntimeError):
-    """The memory-free backward could not stand behind its gradients, so it returned none.
-
-    Raised when the backward walk does not arrive back at the forward's first state (the
-    recomputation differed from the forward pass), when a recomputed residual function reaches a
-    tensor that requires grad but cannot receive a gradient, when a parameter was modified in place
-    between the forward and the backward, or when a second derivative is requested.
-    """
+__all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip"]
 
 
 _CAUSES = (
@@ -1021,11 +1012,11 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
     spilled and ``bits`` the fixed-point format used (``bits`` defaults to
     ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
     """
-    from .nets import MomentumResNet, RevNet
+    from ._nets import MomentumResNet, RevNet
 
     bits = net.fixed_point_bits if bits is None else bits
     if isinstance(net, MomentumResNet):
-        from ._checks import check_gamma
+        from ._validate import check_gamma
 
         gamma = check_gamma(net.gamma, invertible=True)
         v = net._start(x, v0)

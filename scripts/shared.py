@@ -1,4 +1,9 @@
-"""Atomic writes and seeding shared by figures, theory scripts and benchmarks."""
+"""Helpers shared by the scripts of a checkout (figures, theory, benchmarks, examples).
+
+Not part of the installed library (the wheel ships ``secondorder/`` only): atomic writes, JSON
+output, seeding and the peak-memory probe that the scripts use. Import as
+``from scripts.shared import write_json`` from the repository root.
+"""
 
 from __future__ import annotations
 

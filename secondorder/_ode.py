@@ -50,13 +50,12 @@ pass (the adjoint's reverse solve; 0 for direct backprop, which calls no ``F``).
 from __future__ import annotations
 
 import inspect
-import math
 
 import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from ._checks import check_choice, check_eps
+from ._validate import check_choice, check_eps, check_positive, check_t1, check_velocity
 
 __all__ = ["NeuralODE", "SecondOrderODE"]
 
@@ -155,12 +154,8 @@ class _ODE(nn.Module):
         else:
             eps = check_eps(eps)
             order = 1 if eps == 0.0 else 2
-        t1 = float(t1)
-        if not (math.isfinite(t1) and t1 > 0):
-            raise ValueError(f"t1 == {t1!r}, must be a finite number > 0.")
-        for name, tol in (("rtol", rtol), ("atol", atol)):
-            if not (isinstance(tol, (int, float)) and tol > 0):
-                raise ValueError(f"{name} == {tol!r}, must be a number > 0.")
+        t1 = check_t1(t1)
+        rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be a dict or None, got {type(options).__name__}.")
         self._field = _Field(F, eps, order, takes_time)
@@ -218,9 +213,7 @@ class _ODE(nn.Module):
             raise ValueError(f"eps == {float(self.eps.detach())!r} (learnable), must stay > 0.")
         if v0 is None:
             v0 = torch.zeros_like(x0)
-        elif not isinstance(v0, torch.Tensor) or v0.shape != x0.shape:
-            got = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
-            raise ValueError(f"v0 has shape {got}, must have x0's shape {tuple(x0.shape)}.")
+        check_velocity(v0, x0, x_name="x0")
         return torch.stack((x0, v0.to(x0.dtype)))
 
     def _solve(self, y0, t):

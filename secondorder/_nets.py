@@ -2,7 +2,7 @@
 
 Every model takes a sequence of residual functions (``nn.Module``s, called as
 ``f(x, *args, **kwargs)``) and integrates them with its own update rule from
-``secondorder.steps``. The same module may appear several times (weight tying).
+``secondorder._steps`` (the update rules, each written once). The same module may appear several times (weight tying).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from . import exact as _exact
-from ._checks import check_choice, check_gamma, check_output
-from .reversible import coupling_memory_free, momentum_memory_free
-from .steps import coupling_inverse, coupling_step, momentum_inverse, momentum_step, resnet_step
+from ._reversible import coupling_memory_free, momentum_memory_free
+from ._steps import coupling_inverse, coupling_step, momentum_inverse, momentum_step, resnet_step
+from ._validate import check_choice, check_gamma, check_output, check_velocity
 
 __all__ = ["ResNet", "MomentumResNet", "RevNet", "BACKWARDS"]
 
@@ -66,14 +66,6 @@ def _warn_if_not_finite(what, *ts):
             RuntimeWarning,
             stacklevel=3,
         )
-
-
-def _check_velocity(v0, x):
-    if not isinstance(v0, torch.Tensor):
-        raise TypeError(f"v0 must be a tensor, got {type(v0).__name__}.")
-    if v0.shape != x.shape:
-        raise ValueError(f"v0 has shape {tuple(v0.shape)}, must have the shape of x {tuple(x.shape)}.")
-    return v0
 
 
 class ResNet(nn.Module):
@@ -184,9 +176,9 @@ class MomentumResNet(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"x must be a tensor, got {type(x).__name__}.")
         if v0 is not None:
-            return _check_velocity(v0, x)
+            return check_velocity(v0, x)
         if self.init_velocity is not None:
-            return _check_velocity(self.init_velocity(x), x)
+            return check_velocity(self.init_velocity(x), x)
         return None
 
     def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):

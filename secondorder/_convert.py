@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
-from ._checks import check_choice, check_gamma
-from .nets import BACKWARDS, MomentumResNet
-from .reversible import _fastpath_disabled
+from ._nets import BACKWARDS, MomentumResNet
+from ._reversible import _fastpath_disabled
+from ._validate import check_choice, check_gamma
 
 __all__ = [
     "to_momentum",

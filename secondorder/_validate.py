@@ -1,4 +1,11 @@
-"""Input validation: one place owns the wording of every error message."""
+"""Input validation: one place owns the wording of every error message, with one rule.
+
+- wrong type (a string where a number belongs, a module where a list of modules belongs): ``TypeError``;
+- right type, value outside what the function accepts (a negative eps, a depth of 0, a shape
+  that does not match): ``ValueError``;
+- a well-posed request that the available precision or range cannot carry out reliably:
+  ``secondorder.NumericalError`` (a ``RuntimeError``, see ``secondorder._errors``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,19 @@ import numbers
 
 import torch
 
-__all__ = ["check_choice", "check_gamma", "check_eps", "check_shape", "check_output", "check_finite"]
+__all__ = [
+    "check_choice",
+    "check_real",
+    "check_gamma",
+    "check_eps",
+    "check_t1",
+    "check_positive",
+    "check_count",
+    "check_shape",
+    "check_velocity",
+    "check_output",
+    "check_finite",
+]
 
 
 def _value(x):
@@ -27,10 +46,7 @@ def check_choice(name: str, value, choices) -> None:
 
 def check_gamma(gamma, *, invertible: bool = False, name: str = "gamma") -> float:
     """``gamma`` must be a real number in [0, 1]; in (0, 1] when the step must be inverted."""
-    g = _value(gamma)
-    if isinstance(g, bool) or not isinstance(g, numbers.Real):
-        raise TypeError(f"{name} must be a real number or a scalar tensor, got {type(gamma).__name__}.")
-    g = float(g)
+    g = check_real(gamma, name)
     if not (0.0 <= g <= 1.0):  # also rejects NaN
         raise ValueError(f"{name} == {g!r}, must be in [0, 1].")
     if invertible and g == 0.0:
@@ -41,12 +57,42 @@ def check_gamma(gamma, *, invertible: bool = False, name: str = "gamma") -> floa
     return g
 
 
+def check_real(value, name: str) -> float:
+    """``value`` must be a real number or a one-element tensor (``TypeError`` otherwise); as float."""
+    v = _value(value)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number or a scalar tensor, got {type(value).__name__}.")
+    return float(v)
+
+
 def check_eps(eps, name: str = "eps") -> float:
     """``eps`` must be a finite real number >= 0."""
-    e = _value(eps)
-    if isinstance(e, bool) or not isinstance(e, numbers.Real) or not math.isfinite(float(e)) or e < 0:
+    e = check_real(eps, name)
+    if not (math.isfinite(e) and e >= 0):
         raise ValueError(f"{name} == {e!r}, must be a finite number >= 0.")
-    return float(e)
+    return e
+
+
+def check_t1(t1, name: str = "t1") -> float:
+    """The final time ``t1`` must be a finite real number > 0."""
+    return check_positive(t1, name)
+
+
+def check_positive(value, name: str) -> float:
+    """``value`` must be a finite real number > 0 (a time, a tolerance)."""
+    v = check_real(value, name)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} == {v!r}, must be a finite number > 0.")
+    return v
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """``value`` must be an ``int`` (not a bool) >= ``minimum`` (a depth, a size, a seed)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}.")
+    if value < minimum:
+        raise ValueError(f"{name} == {value!r}, must be an integer >= {minimum}.")
+    return int(value)
 
 
 def check_shape(index: int, got: torch.Size, expected: torch.Size, what: str = "residual function", hint: str = "") -> None:
@@ -56,6 +102,15 @@ def check_shape(index: int, got: torch.Size, expected: torch.Size, what: str = "
             f"{what} {index} returned shape {tuple(got)} for an input of shape {tuple(expected)}; "
             f"a residual function must keep the shape of its input.{hint}"
         )
+
+
+def check_velocity(v0, x, name: str = "v0", x_name: str = "x"):
+    """An initial velocity must be a tensor of ``x``'s shape; returned unchanged."""
+    if not isinstance(v0, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor, got {type(v0).__name__}.")
+    if v0.shape != x.shape:
+        raise ValueError(f"{name} has shape {tuple(v0.shape)}, must have the shape of {x_name} {tuple(x.shape)}.")
+    return v0
 
 
 def check_output(index: int, out, expected: torch.Size, what: str = "residual function", hint: str = "", rule=None) -> None:

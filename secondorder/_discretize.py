@@ -25,9 +25,9 @@ import math
 import torch
 from torch import nn
 
-from ._checks import check_eps, check_gamma
-from .nets import MomentumResNet, ResNet
-from .ode import _ODE, SecondOrderODE
+from ._nets import MomentumResNet, ResNet
+from ._ode import _ODE, SecondOrderODE
+from ._validate import check_count, check_eps, check_gamma, check_t1
 
 __all__ = ["gamma_from_eps", "eps_from_gamma", "discretize", "to_ode"]
 
@@ -36,22 +36,9 @@ __all__ = ["gamma_from_eps", "eps_from_gamma", "discretize", "to_ode"]
 _ROUND = 1e-12
 
 
-def _check_depth(depth) -> int:
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth == {depth!r}, must be an integer >= 1.")
-    return depth
-
-
-def _check_t1(t1) -> float:
-    t1 = float(t1)
-    if not (math.isfinite(t1) and t1 > 0):
-        raise ValueError(f"t1 == {t1!r}, must be a finite number > 0.")
-    return t1
-
-
 def min_depth(eps, t1=1.0) -> int:
     """Smallest depth with ``h = t1/depth <= eps``: ``ceil(t1/eps)`` (1 for ``eps == 0``)."""
-    eps, t1 = check_eps(eps), _check_t1(t1)
+    eps, t1 = check_eps(eps), check_t1(t1)
     if eps == 0:
         return 1
     return max(1, math.ceil(t1 / eps * (1 - _ROUND)))
@@ -63,7 +50,7 @@ def gamma_from_eps(eps, depth, t1=1.0) -> float:
     Raises ``ValueError`` when ``h > eps`` (``gamma`` would be negative), naming the minimum depth
     ``ceil(t1 / eps)``.
     """
-    eps, depth, t1 = check_eps(eps), _check_depth(depth), _check_t1(t1)
+    eps, depth, t1 = check_eps(eps), check_count(depth, "depth"), check_t1(t1)
     if eps == 0:
         return 0.0
     h = t1 / depth
@@ -86,7 +73,7 @@ def eps_from_gamma(gamma, depth, t1=1.0) -> float:
     first-order model (``eps == 0``), see ``to_ode``. ``gamma == 1`` has no ODE (``eps``
     would be infinite) and raises ``ValueError``.
     """
-    gamma, depth, t1 = check_gamma(gamma), _check_depth(depth), _check_t1(t1)
+    gamma, depth, t1 = check_gamma(gamma), check_count(depth, "depth"), check_t1(t1)
     if gamma == 1.0:
         raise ValueError(
             "gamma == 1 has no ODE limit: eps = t1 / (depth * (1 - gamma)) would be infinite; "
@@ -136,7 +123,7 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
     """
     if not isinstance(ode, _ODE):
         raise TypeError(f"ode must be a NeuralODE or SecondOrderODE, got {type(ode).__name__}.")
-    depth = _check_depth(depth)
+    depth = check_count(depth, "depth")
     eps = ode.eps
     gamma = gamma_from_eps(eps, depth, ode.t1)
     if isinstance(eps, nn.Parameter):
@@ -159,7 +146,7 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     """
     if not isinstance(net, (MomentumResNet, ResNet)):
         raise TypeError(f"net must be a MomentumResNet or ResNet, got {type(net).__name__}.")
-    t1 = _check_t1(t1)
+    t1 = check_t1(t1)
     fs = list(net.functions)
     depth = len(fs)
     if depth == 0:
