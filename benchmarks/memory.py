@@ -51,13 +51,7 @@ def _build(method, depth, d, h, gamma, device, dtype):
     if method == "resnet_checkpoint":
         from torch.utils.checkpoint import checkpoint_sequential
 
-        class Residual(nn.Module):
-            def __init__(self, f):
-                super().__init__()
-                self.f = f
-
-            def forward(self, x):
-                return x + self.f(x)
+        from scripts.shared import Residual
 
         seq = nn.Sequential(*[Residual(block) for _ in range(depth)])
         segments = max(1, round(math.sqrt(depth)))

@@ -116,7 +116,7 @@ def _nets(kind, blocks, depth, gamma):
 
 
 def _step(net, x, mode):
-    from secondorder import reversible
+    from secondorder import _reversible as reversible
     from secondorder.exact import set_fused
 
     set_fused(False if mode == "exact_eager" else None)

@@ -55,7 +55,7 @@ if str(_ROOT) not in sys.path:  # run from a checkout without installing
 
 import secondorder as so  # noqa: E402
 from examples._train import evaluate, run_fresh, step_peak, train  # noqa: E402
-from scripts.shared import seed_everything, write_json  # noqa: E402
+from scripts.shared import Residual, seed_everything, write_json  # noqa: E402
 
 #: Published MNIST-1D test accuracies for the default 4000 / 1000 split (Greydanus & Kobak,
 #: arXiv:2011.14439; the table "Comparing MNIST and MNIST-1D" of the mnist1d README,
@@ -130,17 +130,6 @@ def residual_function(c_in, hidden, c_out):
     nn.init.zeros_(bn.weight)
     return nn.Sequential(nn.Conv1d(c_in, hidden, 3, padding=1, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(),
                          nn.Conv1d(hidden, c_out, 3, padding=1, bias=False), bn)
-
-
-class Residual(nn.Module):
-    """A ResNet block ``x + f(x)``: ``so.to_momentum`` uses it through ``B(x) - x = f(x)``."""
-
-    def __init__(self, f):
-        super().__init__()
-        self.f = f
-
-    def forward(self, x):
-        return x + self.f(x)
 
 
 class Net1d(nn.Module):

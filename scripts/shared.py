@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["atomic_path", "write_json", "seed_everything", "step_peak_bytes"]
+__all__ = ["atomic_path", "write_json", "seed_everything", "step_peak_bytes", "Residual"]
 
 
 @contextlib.contextmanager
@@ -108,3 +109,15 @@ def step_peak_bytes(step, device="cpu"):
         step()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return (peak - base) * 1024, "ru_maxrss - RSS before the step (may include earlier peaks)"
+
+
+class Residual(nn.Module):
+    """A plain ResNet block ``x + f(x)`` around a module ``f``: what ``secondorder.to_momentum``
+    converts (it reads ``f`` back as ``B(x) - x``) and what ``checkpoint_sequential`` runs."""
+
+    def __init__(self, f: nn.Module):
+        super().__init__()
+        self.f = f
+
+    def forward(self, x):
+        return x + self.f(x)

@@ -9,6 +9,7 @@ import io
 
 import pytest
 import torch
+from problems import rel_err
 from torch import nn
 
 import secondorder as so
@@ -29,13 +30,9 @@ TOL_GAMMA0_F32 = 1e-5
 TOL_EXACT_F64 = 1e-9
 
 
-def _rel(a, b):
-    return float(((a - b).norm() / b.norm()).detach())
-
-
 def _max_param_rel(model_a, model_b):
     ga = dict(model_a.named_parameters())
-    return max(_rel(p.grad, ga[k].grad) for k, p in model_b.named_parameters())
+    return max(rel_err(p.grad, ga[k].grad) for k, p in model_b.named_parameters())
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,7 +123,7 @@ def test_resnet18_exact_matches_autograd_train_bn(tv):
         (out**2).sum().backward()
         runs[backward] = (c, out)
     (ca, oa), (ce, oe) = runs["autograd"], runs["exact"]
-    assert _rel(oe, oa) <= TOL_EXACT_F64
+    assert rel_err(oe, oa) <= TOL_EXACT_F64
     assert _max_param_rel(ca, ce) <= TOL_EXACT_F64
     # BatchNorm running statistics: updated once by the forward (not again by the recomputation)
     for (k, ba), be in zip(ca.named_buffers(), ce.buffers(), strict=True):
@@ -208,12 +205,12 @@ def test_sequence_recursion_and_kwargs(backward, keep_first):
     ref = _by_hand(m.blocks, x, 0.7, keep_first, ref_scale)
     # exact: states rounded to 2**-46 over 5 layers; float: the inverse divides by 0.7 five times
     tol = {"autograd": 1e-14, "exact": 1e-12, "float": 1e-12}[backward]
-    assert _rel(out, ref) <= tol
+    assert rel_err(out, ref) <= tol
     out.pow(2).sum().backward()
     ref.pow(2).sum().backward()
     assert abs(float(scale.grad - ref_scale.grad)) <= tol * abs(float(ref_scale.grad))
     for pc, pm in zip(c.blocks.parameters(), m.blocks.parameters(), strict=True):
-        assert _rel(pc.grad, pm.grad) <= 100 * tol
+        assert rel_err(pc.grad, pm.grad) <= 100 * tol
 
 
 def test_learnable_gamma_is_shared_and_saved():
@@ -337,8 +334,8 @@ def test_transformer_exact_matches_autograd(mode):
         runs[backward] = (c, out, s.grad)
     (ca, oa, ga), (ce, oe, ge) = runs["autograd"], runs["exact"]
     # 2**-46 rounding over 6 layers, amplified by attention and LayerNorm: measured ~1e-13
-    assert _rel(oe, oa) <= 1e-11
-    assert _rel(ge, ga) <= 1e-11  # reaches the encoder input through the decoder's memory
+    assert rel_err(oe, oa) <= 1e-11
+    assert rel_err(ge, ga) <= 1e-11  # reaches the encoder input through the decoder's memory
     assert _max_param_rel(ca, ce) <= 1e-10
 
 
@@ -359,4 +356,4 @@ def test_decoder_memory_gradient(backward):
         grads[b] = mm.grad
     assert float(grads["autograd"][1, 4:].abs().max()) == 0.0  # padded memory gets no gradient
     # exact: 2**-46 rounding; float: 3 divisions by 0.8 of float64 rounding
-    assert _rel(grads[backward], grads["autograd"]) <= 1e-11
+    assert rel_err(grads[backward], grads["autograd"]) <= 1e-11

@@ -12,6 +12,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import secondorder as so
+from scripts.shared import Residual
 
 D = torch.float64
 WORLD = 2
@@ -30,21 +31,12 @@ def _model(kind):
     torch.manual_seed(3)
     fs = [nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 5)) for _ in range(6)]
     if kind == "converted":  # a plain stack of x + f(x) blocks, converted by to_momentum
-        blocks = nn.Sequential(*[_Skip(f) for f in fs])
+        blocks = nn.Sequential(*[Residual(f) for f in fs])
         body = so.to_momentum(nn.Sequential(blocks), layers=["0"], gamma=0.8, backward="exact", keep_first=False)
     else:
         gamma = nn.Parameter(torch.tensor(0.8, dtype=D)) if kind != "autograd" else 0.8
         body = so.MomentumResNet(fs, gamma=gamma, backward=kind)
     return nn.Sequential(nn.Linear(3, 5), body, nn.Linear(5, 2)).to(D)
-
-
-class _Skip(nn.Module):
-    def __init__(self, f):
-        super().__init__()
-        self.f = f
-
-    def forward(self, x):
-        return x + self.f(x)
 
 
 KINDS = MODES + ["converted"]

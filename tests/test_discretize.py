@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from problems import Lin
+from problems import Lin, rel_err
 from torch import nn
 
 import secondorder as so
@@ -110,10 +110,6 @@ def test_eps_zero_is_forward_euler():
     torch.testing.assert_close(net(x0), eul, rtol=0, atol=1e-13)  # torchdiffeq's grid rounding
 
 
-def _rel(a, b):
-    return float((a - b).norm() / b.norm())
-
-
 def test_order_one_convergence_x_and_velocity():
     """Fitted slope of the error at t1 against depth: -1 for x and for v/h (with v0 != 0)."""
     A = _A()
@@ -129,8 +125,8 @@ def test_order_one_convergence_x_and_velocity():
     ex, ev = [], []
     for N in Ns:
         xN, vN = so.discretize(ode, N)(x0, v0=u0 / N, return_velocity=True)
-        ex.append(_rel(xN.detach(), x1))
-        ev.append(_rel(vN.detach() * N, u1))
+        ex.append(rel_err(xN.detach(), x1))
+        ev.append(rel_err(vN.detach() * N, u1))
     sx = np.polyfit(np.log(Ns), np.log(ex), 1)[0]
     sv = np.polyfit(np.log(Ns), np.log(ev), 1)[0]
     # first-order method: slope -1; the O(h^2) remainder moves it by < 0.05 over this band
@@ -184,4 +180,4 @@ def test_exact_backward_matches_autograd():
         (net(x0) ** 2).sum().backward()
         grads.append(torch.cat([p.grad.reshape(-1) for p in F.parameters()]))
     # DESIGN.md's exactness contract for float64: relative error <= 1e-10
-    assert _rel(grads[1], grads[0]) < 1e-10
+    assert rel_err(grads[1], grads[0]) < 1e-10

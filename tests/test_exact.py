@@ -7,6 +7,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from problems import mlp
 from torch import nn
 
 import secondorder as so
@@ -102,7 +103,7 @@ def test_fixed_point_quantize_dequantize():
 
 def _mlp(depth, d, dtype, dropout=0.0):
     torch.manual_seed(1)
-    return [nn.Sequential(nn.Linear(d, 2 * d), nn.Tanh(), nn.Dropout(dropout), nn.Linear(2 * d, d)).to(dtype) for _ in range(depth)]
+    return [mlp(d, dtype=dtype, dropout=dropout) for _ in range(depth)]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from problems import mlp_functions
+from problems import Scale, mlp_functions, rel_err
 from torch import nn
 
 import secondorder as so
@@ -28,12 +28,6 @@ def loss_and_grads(net, x, *args, v0=None, **kwargs):
     return gs + [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in net.parameters()]
 
 
-def rel_err(gs, ref):
-    num = sum(((a - b) ** 2).sum() for a, b in zip(gs, ref)).sqrt()
-    den = sum((b**2).sum() for b in ref).sqrt()
-    return float(num / den)
-
-
 # -- forward rules -------------------------------------------------------------------------------
 def test_linear_momentum_matches_matrix_power():
     # docs/theory.md §2.5: f_n(x) = h lam x  =>  (x_N, v_N) = M^N (x_0, 0), M = [[1+c, g], [c, g]]
@@ -47,15 +41,6 @@ def test_linear_momentum_matches_matrix_power():
     ref = torch.linalg.matrix_power(M, N) @ torch.stack([x0[:, 0], torch.zeros(2, dtype=torch.float64)])
     torch.testing.assert_close(xN[:, 0], ref[0], rtol=1e-13, atol=0)  # float64 rounding x depth
     torch.testing.assert_close(vN[:, 0], ref[1], rtol=1e-12, atol=1e-15)
-
-
-class Scale(nn.Module):
-    def __init__(self, a):
-        super().__init__()
-        self.a = a
-
-    def forward(self, x):
-        return self.a * x
 
 
 def test_gamma_zero_is_resnet_and_trajectory_matches_forward():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from problems import Lin
+from problems import Lin, mlp
 from torch import nn
 
 from secondorder._ode import NeuralODE, SecondOrderODE
@@ -151,17 +151,12 @@ def test_unknown_method_and_bad_arguments():
         ode(x)
 
 
-def _mlp(d=3, seed=1):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(d, 8), nn.Tanh(), nn.Linear(8, d)).to(D)
-
-
 @pytest.mark.parametrize("eps", [0.0, 1.0])
 def test_adjoint_matches_direct_backprop(eps):
     """Moderate eps: the reverse-time solve is stable and both gradients agree at solver tol."""
     grads = []
     for adjoint in (False, True):
-        F = _mlp()
+        F = mlp(3, hidden=8, seed=1)
         e = nn.Parameter(torch.tensor(eps, dtype=D)) if eps else 0.0
         ode = SecondOrderODE(F, eps=e, rtol=1e-10, atol=1e-12, adjoint=adjoint)
         x0 = torch.linspace(-1, 1, 12, dtype=D).reshape(4, 3).requires_grad_()
@@ -181,7 +176,7 @@ def test_adjoint_matches_direct_backprop(eps):
 
 def test_learnable_eps_gradient_matches_finite_difference():
     # fixed-step rk4: the output is a smooth function of eps, so central differences are O(d^2)
-    F = _mlp()
+    F = mlp(3, hidden=8, seed=1)
     e = nn.Parameter(torch.tensor(0.7, dtype=D))
     ode = SecondOrderODE(F, eps=e, method="rk4", options={"step_size": 0.05})
     x0 = torch.linspace(-1, 1, 12, dtype=D).reshape(4, 3)

@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 import torch
-from problems import mlp_functions
+from problems import mlp_functions, rel_err
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -26,16 +26,6 @@ def mlp(depth, d=4, h=8, dtype=D, scale=0.5, seed=0):
 
 def randn(*shape, seed=0, dtype=D):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-def rel_err(got, ref):
-    """Norm of the difference over the norm of the whole reference gradient (None counts as 0)."""
-    pairs = [(a, b) for a, b in zip(got, ref, strict=True)]
-    for a, b in pairs:
-        assert (a is None) == (b is None), "one side has a gradient and the other has none"
-    num = sum(float((a - b).double().pow(2).sum()) for a, b in pairs if b is not None) ** 0.5
-    den = sum(float(b.double().pow(2).sum()) for _, b in pairs if b is not None) ** 0.5
-    return num / den
 
 
 def grads_of(net, x, *args, ctx=contextlib.nullcontext, wrt=None, **kwargs):

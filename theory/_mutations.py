@@ -4,7 +4,7 @@ Each mutation replaces one function (or method) of ``secondorder`` by a subtly w
 every place it is looked up at call time (a function imported by name, ``from ._steps import
 momentum_step``, is a separate binding in the importing module, so each binding is patched).
 :data:`MUTATIONS` lists, for each, the claims that must notice it: ``(script, name substring)``
-pairs. ``tests/test_mutations.py`` applies each mutation with pytest's ``monkeypatch``, runs only
+pairs. ``tests/test_theory_mutations.py`` applies each mutation with pytest's ``monkeypatch``, runs only
 those claims (quick settings), and asserts every one of them fails, while the unmutated run passes.
 
 ``python -m theory._mutations`` prints the table (mutation -> claims that caught it), running each
@@ -207,7 +207,7 @@ MUTATIONS = [
              _ignore_init_velocity, [("initial_velocity", "Momentum ResNet, v_0 = B x_0 learned")]),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
-# catches that need a training run (tests/test_mutations.py runs them under the ``slow`` mark)
+# catches that need a training run (tests/test_theory_mutations.py runs them under the ``slow`` mark)
 SLOW_CATCHES = {
     "second_order_node": [(E, "neural_ode: trajectories never cross")],  # measured: 4547 inversions
 }

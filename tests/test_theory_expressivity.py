@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from problems import Scale
 
 import secondorder as so
 from theory import expressivity as E
@@ -118,24 +119,15 @@ def test_neural_ode_stays_above_the_bound_and_does_not_cross():
     assert r["mse"] >= r["bound"] * (1 - 1e-9)
 
 
-class _Linear(torch.nn.Module):
-    def __init__(self, a):
-        super().__init__()
-        self.a = a
-
-    def forward(self, x):
-        return self.a * x
-
-
 def test_resnet_layer_folds_where_f_slope_is_below_minus_one():
     x = torch.linspace(-1, 1, 11, dtype=torch.float64)[:, None]
     # x + f(x) = 0.5 x: increasing, never crosses
-    assert E.crossings(E.trajectory(E.build("resnet", _Linear(-0.5)), x)) == 0
+    assert E.crossings(E.trajectory(E.build("resnet", Scale(-0.5)), x)) == 0
     # x + f(x) = -0.5 x: layer k holds (-0.5)^k x, so the 8 odd layers of 1..15 have all 10
     # neighbour pairs of the input order reversed
-    assert E.crossings(E.trajectory(E.build("resnet", _Linear(-1.5)), x)) == 10 * 8
+    assert E.crossings(E.trajectory(E.build("resnet", Scale(-1.5)), x)) == 10 * 8
     # the Neural ODE with the same f (x' = -22.5 x) is a flow: no crossing whatever the slope
-    assert E.crossings(E.trajectory(E.build("neural_ode", _Linear(-1.5), quick=False), x)) == 0
+    assert E.crossings(E.trajectory(E.build("neural_ode", Scale(-1.5), quick=False), x)) == 0
 
 
 def test_second_order_models_cross_and_beat_the_bound():

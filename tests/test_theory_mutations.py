@@ -43,6 +43,6 @@ def test_every_mutation_lists_claims():
 @pytest.mark.parametrize("name", sorted(M.SLOW_CATCHES))
 def test_mutation_is_caught_by_trained_claims(name, monkeypatch):
     """The catches that need training (e.g. the 1-D cubic fit of expressivity), under the mutation;
-    their unmutated counterparts are tested in tests/test_expressivity.py."""
+    their unmutated counterparts are tested in tests/test_theory_expressivity.py."""
     M.apply(M.BY_NAME[name], monkeypatch.setattr)
     _assert_all(M.run_claims(M.SLOW_CATCHES[name]), passed=False)
