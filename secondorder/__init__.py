@@ -18,9 +18,8 @@ from . import compat, data, exact, linear
 from ._convert import to_momentum
 from ._discretize import StepFunction, discretize, eps_from_gamma, gamma_from_eps, min_depth, to_ode
 from ._errors import FixedPointOverflowError, NumericalError, ReconstructionError
-from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet
+from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet, exact_roundtrip
 from ._ode import NeuralODE, SecondOrderODE
-from ._reversible import exact_roundtrip
 from ._version import __version__
 from .linear import NotRepresentableError
 

@@ -14,11 +14,16 @@ import torch
 from torch import nn
 
 from . import exact as _exact
-from ._reversible import coupling_memory_free, momentum_memory_free
+from ._reversible import (
+    coupling_memory_free,
+    coupling_roundtrip,
+    momentum_memory_free,
+    momentum_roundtrip,
+)
 from ._steps import coupling_inverse, coupling_step, momentum_inverse, momentum_step, resnet_step
 from ._validate import check_choice, check_gamma, check_output, check_velocity
 
-__all__ = ["ResNet", "MomentumResNet", "RevNet", "BACKWARDS"]
+__all__ = ["ResNet", "MomentumResNet", "RevNet", "BACKWARDS", "exact_roundtrip"]
 
 #: Backward modes. "autograd" stores activations (the reference); "exact" stores none and
 #: reconstructs them bit-exactly in fixed point; "float" reconstructs them in floating point.
@@ -138,7 +143,7 @@ class MomentumResNet(nn.Module):
     within 3e-8, for speed), the states are rounded to the fixed-point
     quantum ``2**-bits`` after every layer, and gradients equal autograd's up to that rounding.
     A value leaving the fixed-point range, or NaN/inf, raises
-    ``secondorder.exact.FixedPointOverflowError`` (a ``ValueError``).
+    ``secondorder.FixedPointOverflowError`` (a ``secondorder.NumericalError``).
     """
 
     def __init__(self, functions, gamma=0.9, backward="autograd", init_velocity=None, fixed_point_bits=None):
@@ -329,3 +334,25 @@ class RevNet(nn.Module):
             y1, y2 = coupling_inverse(y1, y2, *self._coupled(n, args, kwargs, rule, y1.shape, y2.shape))
         _warn_if_not_finite("RevNet.inverse", y1, y2)
         return torch.cat([y1, y2], dim=self.dim)
+
+
+def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
+    """Run ``net`` (a MomentumResNet or RevNet) forward in exact fixed point, then invert it.
+
+    Returns a dict: ``x_N`` (and ``v_N`` for momentum) the forward output, ``x0``/``v0`` the
+    reconstructed input (floats), ``bit_exact`` whether the reconstructed int64 states equal the
+    quantized input bit for bit (the check every exact backward makes before returning gradients),
+    ``store_bytes`` the bit store's size at the end of the forward pass, ``spills`` when it was
+    spilled and ``bits`` the fixed-point format used (``bits`` defaults to
+    ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
+    """
+    bits = net.fixed_point_bits if bits is None else bits
+    if isinstance(net, MomentumResNet):
+        gamma = check_gamma(net.gamma, invertible=True)
+        return momentum_roundtrip(net.functions, x, net._start(x, v0), gamma, args, kwargs, bits, net._hint)
+    if isinstance(net, RevNet):
+        x1, x2 = net._split(x)
+        r = coupling_roundtrip(net.F, net.G, x1, x2, args, kwargs, bits, net._shape_rule(x))
+        return {"x_N": torch.cat(r["y"], net.dim), "store_bytes": 0, "spills": [], "bits": r["bits"],
+                "x0": torch.cat(r["x"], net.dim), "bit_exact": r["bit_exact"]}
+    raise TypeError(f"exact_roundtrip needs a MomentumResNet or RevNet, got {type(net).__name__}.")

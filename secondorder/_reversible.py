@@ -51,7 +51,7 @@ from ._errors import ReconstructionError
 from ._steps import momentum_step
 from ._validate import check_output
 
-__all__ = ["momentum_memory_free", "coupling_memory_free", "exact_roundtrip"]
+__all__ = ["momentum_memory_free", "coupling_memory_free", "momentum_roundtrip", "coupling_roundtrip"]
 
 
 _CAUSES = (
@@ -999,53 +999,45 @@ def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, b
 
 
 # --------------------------------------------------------------------------------------------
-# Round trip in fixed point, for tests and teaching
+# Round trip in fixed point, for tests and teaching (secondorder.exact_roundtrip)
 # --------------------------------------------------------------------------------------------
 @torch.no_grad()
-def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
-    """Run ``net`` (a MomentumResNet or RevNet) forward in exact fixed point, then invert it.
+def momentum_roundtrip(functions, x, v, gamma, args, kwargs, bits=None, hint=""):
+    """A Momentum ResNet run forward in exact fixed point, then inverted (``secondorder.exact_roundtrip``).
 
-    Returns a dict: ``x_N`` (and ``v_N`` for momentum) the forward output, ``x0``/``v0`` the
-    reconstructed input (floats), ``bit_exact`` whether the reconstructed int64 states equal the
-    quantized input bit for bit (the check every exact backward makes before returning gradients),
-    ``store_bytes`` the bit store's size at the end of the forward pass, ``spills`` when it was
-    spilled and ``bits`` the fixed-point format used (``bits`` defaults to
-    ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
+    ``v`` is the initial velocity or None (zero); ``gamma`` a float in (0, 1]. Returns the dict
+    described in ``exact_roundtrip``.
     """
-    from ._nets import MomentumResNet, RevNet
+    v = torch.zeros_like(x) if v is None else v
+    layers = _Layers(functions, args, kwargs, x.device, hint=hint)
+    arith = _Run(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
+    X0, V0 = arith.fmt.quantize(x), arith.fmt.quantize(v)  # what encode started from
+    out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
+           "spills": arith.store.spills, "bits": arith.fmt.bits}
+    layers.begin_backward()
+    for n in reversed(range(len(layers.functions))):
+        arith.unstep_x()
+        arith.unstep_v(n, layers.call_backward(n, arith.x_float()))
+        layers.restore()
+    out.update(x0=arith.x_float(), v0=arith.v_float(),
+               bit_exact=bool(torch.equal(arith.X, X0) and torch.equal(arith.V, V0)))
+    return out
 
-    bits = net.fixed_point_bits if bits is None else bits
-    if isinstance(net, MomentumResNet):
-        from ._validate import check_gamma
 
-        gamma = check_gamma(net.gamma, invertible=True)
-        v = net._start(x, v0)
-        v = torch.zeros_like(x) if v is None else v
-        layers = _Layers(net.functions, args, kwargs, x.device, hint=net._hint)
-        arith = _Run(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
-        X0, V0 = arith.fmt.quantize(x), arith.fmt.quantize(v)  # what encode started from
-        out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
-               "spills": arith.store.spills, "bits": arith.fmt.bits}
-        layers.begin_backward()
-        for n in reversed(range(len(layers.functions))):
-            arith.unstep_x()
-            arith.unstep_v(n, layers.call_backward(n, arith.x_float()))
-            layers.restore()
-        out.update(x0=arith.x_float(), v0=arith.v_float(),
-                   bit_exact=bool(torch.equal(arith.X, X0) and torch.equal(arith.V, V0)))
-        return out
-    if isinstance(net, RevNet):
-        x1, x2 = net._split(x)
-        layers = _coupling_layers(net.F, net.G, args, kwargs, x.device, rule=net._shape_rule(x))
-        arith = _Run(layers, lambda b: _ExactCoupling(x, b), _ladder(x.dtype, bits)).forward(_coupling_pass, x1, x2)
-        S0 = [arith.fmt.quantize(x1), arith.fmt.quantize(x2)]  # what encode started from
-        out = {"x_N": torch.cat([arith.get(0), arith.get(1)], net.dim), "store_bytes": 0, "spills": [],
-               "bits": arith.fmt.bits}
-        layers.begin_backward()
-        for k in reversed(range(len(layers.functions))):
-            arith.sub(k % 2, k // 2, layers.call_backward(k, arith.get(1 - k % 2)))
-            layers.restore()
-        out.update(x0=torch.cat([arith.get(0), arith.get(1)], net.dim),
-                   bit_exact=all(torch.equal(a, b) for a, b in zip(arith.s, S0)))
-        return out
-    raise TypeError(f"exact_roundtrip needs a MomentumResNet or RevNet, got {type(net).__name__}.")
+@torch.no_grad()
+def coupling_roundtrip(F_functions, G_functions, x1, x2, args, kwargs, bits=None, rule=None):
+    """A RevNet (halves ``x1``, ``x2``) run forward in exact fixed point, then inverted.
+
+    Returns ``{"y": (y1, y2), "x": (x1', x2'), "bit_exact", "bits"}``: the forward output, the
+    reconstructed halves and whether their int64 states equal the quantized input bit for bit.
+    """
+    layers = _coupling_layers(F_functions, G_functions, args, kwargs, x1.device, rule=rule)
+    arith = _Run(layers, lambda b: _ExactCoupling(x1, b), _ladder(x1.dtype, bits)).forward(_coupling_pass, x1, x2)
+    S0 = [arith.fmt.quantize(x1), arith.fmt.quantize(x2)]  # what encode started from
+    out = {"y": (arith.get(0), arith.get(1)), "bits": arith.fmt.bits}
+    layers.begin_backward()
+    for k in reversed(range(len(layers.functions))):
+        arith.sub(k % 2, k // 2, layers.call_backward(k, arith.get(1 - k % 2)))
+        layers.restore()
+    out.update(x=(arith.get(0), arith.get(1)), bit_exact=all(torch.equal(a, b) for a, b in zip(arith.s, S0)))
+    return out
