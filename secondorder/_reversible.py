@@ -48,7 +48,7 @@ from torch.utils import _pytree as pytree
 from . import _fused
 from . import exact as _exact
 from ._errors import ReconstructionError
-from ._steps import momentum_step
+from ._steps import half_step, half_unstep, momentum_step, momentum_unstep_v, momentum_unstep_x
 from ._validate import check_output
 
 __all__ = ["momentum_memory_free", "coupling_memory_free", "momentum_roundtrip", "coupling_roundtrip"]
@@ -577,10 +577,10 @@ class _FloatMomentum:
         self.x, self.v = momentum_step(self.x, self.v, fx, self.gamma)
 
     def unstep_x(self):
-        self.x = self.x - self.v
+        self.x = momentum_unstep_x(self.x, self.v)
 
     def unstep_v(self, n, fx):
-        self.v = (self.v - (1 - self.gamma) * fx) / self.gamma
+        self.v = momentum_unstep_v(self.v, fx, self.gamma)
 
     def finish_forward(self):
         pass
@@ -718,7 +718,7 @@ class _ExactMomentum:
                 self.X = out[0].view(self.V.shape)
                 self._xf = (self.X, self.X._version, out[1].view(self.V.shape))
                 return
-        self.X = self.X - self.V
+        self.X = momentum_unstep_x(self.X, self.V)
 
     def unstep_v(self, n, fx):
         """Undo layer ``n``'s velocity update. The fused kernel also computes the previous layer's
@@ -850,10 +850,10 @@ class _FloatCoupling:
         return self.s[i]
 
     def add(self, i, n, h):
-        self.s[i] = self.s[i] + h
+        self.s[i] = half_step(self.s[i], h)
 
     def sub(self, i, n, h):
-        self.s[i] = self.s[i] - h
+        self.s[i] = half_unstep(self.s[i], h)
 
     def finish_forward(self):
         pass
@@ -910,7 +910,7 @@ class _ExactCoupling:
                                         ("the state x", n + 1, self.fmt.max_abs)], out[2])
                 return
         self.checks.add("a coupling function's output", n, h)
-        self.s[i] = self.s[i] + self.fmt.quantize(h)
+        self.s[i] = half_step(self.s[i], self.fmt.quantize(h))
         self.checks.add("the state x", n + 1, self.s[i], self.fmt.inv_scale)
 
     def sub(self, i, n, h):
@@ -920,7 +920,7 @@ class _ExactCoupling:
             if out is not None:
                 self._update(i, out)
                 return
-        self.s[i] = self.s[i] - self.fmt.quantize(h)
+        self.s[i] = half_unstep(self.s[i], self.fmt.quantize(h))
 
     def finish_forward(self):
         self.checks.raise_if_bad()

@@ -48,3 +48,15 @@ def test_coupling_step_and_inverse():
     assert torch.equal(y1, _t(7.0)) and torch.equal(y2, _t(52.0))  # y1 = 1 + 6, y2 = 3 + 49
     x1, x2 = S.coupling_inverse(y1, y2, F, G)
     assert torch.equal(x1, _t(1.0)) and torch.equal(x2, _t(3.0))
+
+
+def test_inverse_pieces_compose_to_the_inverse():
+    x, v, fx = _t(2.0, 3.0), _t(0.5, -1.0), _t(1.0, 2.0)
+    x1, v1 = S.momentum_step(x, v, fx, 0.5)
+    assert torch.equal(S.momentum_unstep_x(x1, v1), x)
+    assert torch.equal(S.momentum_unstep_v(v1, fx, 0.5), v)
+    a, h = _t(1.5), _t(0.25)
+    assert torch.equal(S.half_step(a, h), _t(1.75)) and torch.equal(S.half_unstep(S.half_step(a, h), h), a)
+    # on fixed-point integers the pieces are exact for any values (what the exact backward uses)
+    A, H = torch.tensor([2**60, -7]), torch.tensor([12345, 2**40])
+    assert torch.equal(S.half_unstep(S.half_step(A, H), H), A)
