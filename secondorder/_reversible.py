@@ -36,10 +36,12 @@ e.g. one held in a plain attribute, would silently get no gradient), and a secon
 
 from __future__ import annotations
 
+import abc
 import array
 import contextlib
 import copy
 import math
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -354,24 +356,13 @@ class _Layers:
         return gx
 
 
-def _snapshot(arith):
-    """A copy of an arithmetic's final state sharing its tensors (they are never mutated in place)."""
-    c = copy.copy(arith)
-    if hasattr(arith, "s"):
-        c.s = list(arith.s)
-    if hasattr(arith, "store"):
-        c.store = copy.copy(arith.store)
-        c.store._spilled = list(arith.store._spilled)
-    return c
-
-
 def _walker(ctx):
     """The arithmetic to walk back on: the forward's own final state when the graph is not kept
     (it is released as the walk goes), a copy sharing its tensors when a second backward can
     follow (``retain_graph=True``)."""
     run = ctx.run
     if _keep_graph():
-        return _snapshot(run.arith)
+        return run.arith.snapshot()
     arith, run.arith = run.arith, None
     if arith is None:
         raise RuntimeError(
@@ -536,16 +527,24 @@ def _run_ladder(layers, make, ladder, run):
 
 
 class _Run:
-    """One memory-free forward call: its layers, how to make its arithmetic and which formats to
-    try, and after the forward pass the arithmetic's final state (released by the backward)."""
+    """One memory-free forward call, handed from the forward to the backward of an autograd
+    Function (the typed record that replaces a dict of options): its layers, how to make its
+    arithmetic and which formats to try, and after the forward pass the arithmetic's final state
+    (released by the backward when no second backward can follow)."""
 
     __slots__ = ("layers", "make", "ladder", "arith", "v_zero", "scale")
+    layers: _Layers  # the residual functions with their arguments, context and captured tensors
+    make: Callable[[int | None], MomentumArithmetic | CouplingArithmetic] | None  # bits -> arithmetic
+    ladder: Sequence[int | None]  # fixed-point formats to try, finest first ([None] for float)
+    arith: MomentumArithmetic | CouplingArithmetic | None  # the final state after the forward
+    v_zero: bool  # the initial velocity is the zero tensor (not saved for the check)
+    scale: float  # float mode: the norm the reconstruction error is measured against
 
     def __init__(self, layers, make, ladder, v_zero=False):
         self.layers, self.make, self.ladder = layers, make, ladder
         self.arith = None
-        self.v_zero = v_zero  # the initial velocity is the zero tensor (not saved for the check)
-        self.scale = 0.0  # float mode: the norm the reconstruction error is measured against
+        self.v_zero = v_zero
+        self.scale = 0.0
 
     def forward(self, pass_, *state):
         """Run ``pass_(layers, arith, *state)`` down the ladder of formats, without a graph."""
@@ -556,9 +555,110 @@ class _Run:
 
 
 # --------------------------------------------------------------------------------------------
+# The arithmetic protocol: what a memory-free walk needs from a number format
+# --------------------------------------------------------------------------------------------
+class MomentumArithmetic(abc.ABC):
+    """The state ``(x, v)`` of a Momentum ResNet held in some number format, stepped layer by layer.
+
+    The autograd Function (``_MomentumFunction``) and ``momentum_roundtrip`` drive it; two formats
+    implement it: ``_FloatMomentum`` (the float inverse) and ``_ExactMomentum`` (int64 fixed point
+    with a bit store). The residual functions are evaluated by the caller, on ``x_float()``.
+
+    Invariants an implementation must keep:
+
+    - *Round trip.* After ``encode(x, v)`` and ``step(n, f_n(x_float()))`` for ``n = 0 .. N-1``,
+      the walk ``unstep_x(); unstep_v(n, f_n(x_float()))`` for ``n = N-1 .. 0`` returns to the
+      encoded state: bit for bit for the exact format, up to rounding amplified by ``1/gamma`` per
+      layer for the float one. ``unstep_v`` receives the same ``fx`` that ``step`` received
+      (the caller recomputes it from the same ``x``).
+    - *No aliasing of outputs.* ``x_float()`` / ``v_float()`` return tensors that later updates do
+      not modify in place, so the caller may hand them to the user or to autograd.
+    - *Snapshots.* ``snapshot()`` returns an independent walker sharing the current tensors; walking
+      it must not change this object's state (a second backward walks again from the same state).
+    - *Checks.* ``finish_forward()`` raises (``secondorder.FixedPointOverflowError``) if any value
+      left the format's range during the forward pass; nothing is returned before it ran.
+    """
+
+    gamma: float  #: the momentum, as the float the autograd path multiplies by
+
+    @abc.abstractmethod
+    def encode(self, x: torch.Tensor, v: torch.Tensor) -> None:
+        """Take the initial state (in float) into the format."""
+
+    @abc.abstractmethod
+    def x_float(self) -> torch.Tensor:
+        """The current position as a float tensor of the input's dtype."""
+
+    @abc.abstractmethod
+    def v_float(self) -> torch.Tensor:
+        """The current velocity as a float tensor of the input's dtype."""
+
+    @abc.abstractmethod
+    def step(self, n: int, fx: torch.Tensor) -> None:
+        """Layer ``n`` forward: ``v <- gamma v + (1 - gamma) fx; x <- x + v`` (``_steps.momentum_step``)."""
+
+    @abc.abstractmethod
+    def unstep_x(self) -> None:
+        """First half of layer ``n``'s inverse: ``x <- x - v`` (``_steps.momentum_unstep_x``)."""
+
+    @abc.abstractmethod
+    def unstep_v(self, n: int, fx: torch.Tensor) -> None:
+        """Second half: ``v <- (v - (1 - gamma) fx) / gamma`` (``_steps.momentum_unstep_v``)."""
+
+    @abc.abstractmethod
+    def finish_forward(self) -> None:
+        """End of the forward pass: raise on any range violation seen during it."""
+
+    def snapshot(self) -> MomentumArithmetic:
+        """An independent walker from the current state (tensors shared, never mutated in place)."""
+        return copy.copy(self)
+
+
+class CouplingArithmetic(abc.ABC):
+    """The two halves ``s = [x1, x2]`` of a RevNet state in some number format.
+
+    A RevNet layer is two half steps with alternating roles (``_steps.half_step``): half step
+    ``k`` adds ``h_k(s[1 - k % 2])`` to ``s[k % 2]``. Implementations: ``_FloatCoupling``,
+    ``_ExactCoupling`` (int64 fixed point; no bit store is needed, additions are exact).
+
+    Invariants: ``sub(i, n, h)`` undoes ``add(i, n, h)`` for the same ``h`` (bit for bit in
+    the exact format); ``get(i)`` returns a float tensor that later updates do not modify in
+    place; ``snapshot()`` gives an independent walker; ``finish_forward()`` raises on a range
+    violation seen during the forward pass.
+    """
+
+    s: list  #: the two halves, in the format
+
+    @abc.abstractmethod
+    def encode(self, x1: torch.Tensor, x2: torch.Tensor) -> None:
+        """Take the two halves (in float) into the format."""
+
+    @abc.abstractmethod
+    def get(self, i: int) -> torch.Tensor:
+        """Half ``i`` as a float tensor."""
+
+    @abc.abstractmethod
+    def add(self, i: int, n: int, h: torch.Tensor) -> None:
+        """``s[i] <- s[i] + h`` (layer ``n``, for error messages)."""
+
+    @abc.abstractmethod
+    def sub(self, i: int, n: int, h: torch.Tensor) -> None:
+        """``s[i] <- s[i] - h``."""
+
+    @abc.abstractmethod
+    def finish_forward(self) -> None:
+        """End of the forward pass: raise on any range violation seen during it."""
+
+    def snapshot(self) -> CouplingArithmetic:
+        c = copy.copy(self)
+        c.s = list(self.s)
+        return c
+
+
+# --------------------------------------------------------------------------------------------
 # Momentum ResNet
 # --------------------------------------------------------------------------------------------
-class _FloatMomentum:
+class _FloatMomentum(MomentumArithmetic):
     """Float states; the inverse divides by gamma (error grows like gamma**-N)."""
 
     def __init__(self, gamma, x):
@@ -597,7 +697,7 @@ def _cached_float(cache, Y):
     return None
 
 
-class _ExactMomentum:
+class _ExactMomentum(MomentumArithmetic):
     """int64 fixed-point states with a bit store; the inverse is bit-exact.
 
     With the fused kernels (``secondorder._fused``, chosen by ``secondorder.exact.set_fused``)
@@ -760,6 +860,11 @@ class _ExactMomentum:
     def finish_forward(self):
         self.checks.raise_if_bad()
 
+    def snapshot(self):
+        c = copy.copy(self)
+        c.store = self.store.copy()
+        return c
+
 
 def _momentum_pass(layers, arith, x, v):
     """The forward pass of a Momentum ResNet in ``arith`` (float or exact), no graph."""
@@ -842,7 +947,7 @@ def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None, 
 # --------------------------------------------------------------------------------------------
 # RevNet (additive coupling), as 2N half steps  a <- a + h(b)  with alternating roles
 # --------------------------------------------------------------------------------------------
-class _FloatCoupling:
+class _FloatCoupling(CouplingArithmetic):
     def encode(self, x1, x2):
         self.s = [x1, x2]
 
@@ -859,7 +964,7 @@ class _FloatCoupling:
         pass
 
 
-class _ExactCoupling:
+class _ExactCoupling(CouplingArithmetic):
     """int64 fixed-point RevNet states ``s = [X1, X2]``; ``add`` and ``sub`` run as one fused
     kernel each when ``secondorder._fused`` is on, which also leaves the dequantized state for
     ``get`` (the next half step reads the state just updated)."""

@@ -32,6 +32,7 @@ eager operations here, which remain the fallback). ``set_fused`` or the environm
 
 from __future__ import annotations
 
+import copy as _copy
 from fractions import Fraction
 
 import torch
@@ -196,6 +197,13 @@ class BitStore:
         self._bound = 0  # upper bound of every element of S (0 <= S < FLOAT_EXACT always)
         self._count = 0  # number of mul calls not yet undone
         self._spilled: list[tuple[int, torch.Tensor, int]] = []
+
+    def copy(self) -> BitStore:
+        """An independent store from the current state: the tensors are shared (the store never
+        modifies them in place unless it owns them) and the spill list is copied."""
+        c = _copy.copy(self)
+        c._spilled = list(self._spilled)
+        return c
 
     @property
     def spills(self) -> list[int]:
