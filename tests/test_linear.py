@@ -14,13 +14,12 @@ import secondorder as so
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
-    _dpsi,
-    _g_real,
     is_representable,
     m_eps,
     psi,
     represent,
 )
+from secondorder.linear._scalar import _dpsi, _g_real
 
 
 def ivp_psi(lam, eps, t1=1.0):
@@ -286,7 +285,7 @@ def test_represent_input_errors():
 def test_represent_no_starting_theta(monkeypatch):
     # the perturbation route for a defective D off the paired route needs a diagonalizable
     # start; without one (forced here: no real eigenbasis is ever found) it says so
-    import secondorder.linear as lin
+    import secondorder.linear._construct as lin
 
     monkeypatch.setattr(lin, "_real_form", lambda *args: None)
     with pytest.raises(NotImplementedError, match=r"could not build a starting theta"):
@@ -388,7 +387,7 @@ def test_represent_defective_with_paired_negative_eigenvalue(eps):
 def test_Psi_small_eps_large_theta_uses_eigenvalues():
     # 4 eps |theta| > 1/2 with eps < 1e-2: the eigen formula; compare with the block exponential
     # (stiffness 1/eps = 1e3 costs it ~1e3 x rounding) and with psi on the eigenvalues
-    from secondorder.linear import _Psi_block
+    from secondorder.linear._matrix import _Psi_block
 
     S = np.random.default_rng(6).standard_normal((3, 3))
     theta = S @ np.diag([-300.0, 1.0, 2.0]) @ np.linalg.inv(S)
@@ -523,7 +522,7 @@ def test_paired_jordan_blocks_next_to_close_eigenvalue(delta, eps):
     # two 2x2 Jordan blocks at -2 next to a repeated eigenvalue -2 + delta (both below m_1 =
     # -0.6135; negative for eps = 0): the ranks are read on each cluster's own invariant
     # subspace, so -2 + delta cannot enter the null spaces of powers of (D + 2 I)
-    from secondorder.linear import _analyse, _jordan_blocks, _scale
+    from secondorder.linear._spectral import _analyse, _jordan_blocks, _scale
 
     mu2 = -2.0 + delta
     D = _close_case(block_diag(_J(-2.0, 2), _J(-2.0, 2), mu2 * np.eye(2)), delta)

@@ -41,13 +41,12 @@ import secondorder as so
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
-    _dpsi,
-    _g_real,
     is_representable,
     m_eps,
     psi,
     represent,
 )
+from secondorder.linear._scalar import _dpsi, _g_real
 
 from ._claim import Checks, Claim, fmt, lazy
 

@@ -1,0 +1,120 @@
+"""The matrix map ``Psi``: three algorithms (block exponential of the first-order system,
+the stiff closed form, the eigendecomposition) and the dispatch between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import torch
+
+from .._checks import check_eps
+from ._scalar import _psi_unit, _t1, _xp
+
+
+def _expm(A, xp):
+    return torch.linalg.matrix_exp(A) if xp is torch else scipy.linalg.expm(A)
+
+
+def _norm1(A, xp):
+    if xp is torch:
+        return float(A.detach().abs().sum(-2).amax()) if A.numel() else 0.0
+    return float(np.abs(A).sum(-2).max()) if A.size else 0.0
+
+
+def _eye_like(A, xp):
+    n = A.shape[-1]
+    if xp is torch:
+        return torch.eye(n, dtype=A.dtype, device=A.device).expand(A.shape)
+    return np.broadcast_to(np.eye(n, dtype=A.dtype), A.shape)
+
+
+def _sqrtm_near_identity(A, xp):
+    """Principal square root of ``A`` (spectrum near 1) by the Denman-Beavers iteration."""
+    inv = torch.linalg.inv if xp is torch else np.linalg.inv
+    Y, Z = A, _eye_like(A, xp)
+    for _ in range(60):
+        Y, Z = (Y + inv(Z)) / 2, (Z + inv(Y)) / 2
+        if _norm1(Y @ Y - A, xp) <= 1e-15 * max(1.0, _norm1(A, xp)):
+            break
+    return Y
+
+
+def _Psi_stiff(theta, eps, xp):
+    """``Psi`` for small ``eps`` with ``4 eps |theta| <= 1/2`` (``t1 = 1``), no stiff exponential:
+    ``S = sqrt(I + 4 eps theta)``,
+    ``Psi = (I + S^-1)/2 expm(2 theta (I+S)^-1) + (I - S^-1)/2 expm(-(I+S)/(2 eps))``."""
+    inv = torch.linalg.inv if xp is torch else np.linalg.inv
+    I = _eye_like(theta, xp)
+    S = _sqrtm_near_identity(I + 4 * eps * theta, xp)
+    Si = inv(S)
+    R1 = 2 * theta @ inv(I + S)
+    return (I + Si) / 2 @ _expm(R1, xp) + (I - Si) / 2 @ _expm(-(I + S) / (2 * eps), xp)
+
+
+def _Psi_block(theta, eps, xp):
+    """``Psi`` (``t1 = 1``) as the top-left block of ``expm([[0, I], [theta/eps, -I/eps]])``:
+    the first-order system ``x' = u``, ``u' = (theta x - u)/eps`` from ``(x0, 0)``."""
+    d = theta.shape[-1]
+    I = _eye_like(theta, xp)
+    Z = xp.zeros_like(theta)
+    if xp is torch:
+        M = torch.cat([torch.cat([Z, I], -1), torch.cat([theta / eps, -I / eps], -1)], -2)
+    else:
+        M = np.concatenate([np.concatenate([Z, I], -1), np.concatenate([theta / eps, -I / eps], -1)], -2)
+    return _expm(M, xp)[..., :d, :d]
+
+
+def _Psi_eig(theta, eps, xp):
+    """``Psi = V diag(psi(w)) V^-1`` from ``theta = V diag(w) V^-1``; ``None`` when ``V`` is
+    ill-conditioned (cond > 1e6)."""
+    if xp is torch:
+        w, V = torch.linalg.eig(theta)
+        if float(torch.linalg.cond(V.detach()).abs().amax()) > 1e6:
+            return None
+        P = V @ torch.diag_embed(_psi_unit(w, eps, torch)) @ torch.linalg.inv(V)
+        return P.real if not theta.is_complex() else P
+    w, V = np.linalg.eig(theta)
+    if np.max(np.linalg.cond(V)) > 1e6:
+        return None
+    P = V @ (_psi_unit(w, eps, np)[..., None] * np.linalg.inv(V))
+    return P.real if not np.iscomplexobj(theta) else P
+
+
+def Psi(theta, eps, t1=1.0):
+    """The time-``t1`` map of ``eps x'' + x' = theta x``, ``x'(0) = 0``: ``x(t1) = Psi x(0)``.
+
+    ``Psi`` is the primary matrix function of ``psi``; ``eps = 0`` gives ``expm(t1 theta)``.
+    Any square ``theta`` (non-diagonalizable included), batched over leading dimensions.
+    With ``eps' = eps/t1``, ``theta' = t1 theta`` (the scaling of ``psi``):
+
+    - ``eps' >= 1e-2``, or ``4 eps' |theta'|_1 > 1/2`` with an ill-conditioned eigenbasis: top-left
+      block of ``expm([[0, I], [theta'/eps', -I/eps']])`` (the first-order system);
+    - ``eps' < 1e-2`` and ``4 eps' |theta'|_1 <= 1/2`` (stiff): the scaled closed form of
+      ``_Psi_stiff`` (square root of ``I + 4 eps' theta'``, no ``1/eps`` in an exponential);
+    - otherwise ``V diag(psi(w)) V^-1``.
+
+    Args:
+        theta: ``(..., d, d)`` numpy array or torch tensor (float or complex).
+        eps: float >= 0.  t1: float > 0.
+    Returns:
+        ``(..., d, d)``, same kind and dtype as ``theta``; differentiable for torch.
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    xp = _xp(theta)
+    if xp is np:
+        theta = np.asarray(theta)
+        if not (np.iscomplexobj(theta) or theta.dtype.kind == "f"):
+            theta = theta.astype(np.float64)
+    if theta.ndim < 2 or theta.shape[-1] != theta.shape[-2]:
+        raise ValueError(f"theta must be a square matrix (..., d, d), got shape {tuple(theta.shape)}.")
+    theta = theta * t1
+    if eps == 0:
+        return _expm(theta, xp)
+    eps = eps / t1
+    if eps >= 1e-2:
+        return _Psi_block(theta, eps, xp)
+    if 4 * eps * _norm1(theta, xp) <= 0.5:
+        return _Psi_stiff(theta, eps, xp)
+    P = _Psi_eig(theta, eps, xp)
+    return _Psi_block(theta, eps, xp) if P is None else P
