@@ -21,6 +21,21 @@ from ._spectral import (
     _jordan_chains,
     _scale,
 )
+from ._tolerances import (
+    AUTO_SCALE_MARGIN,
+    BASIS_COND_MAX,
+    CLUSTER_RTOL,
+    EIGVEC_SV_FACTOR,
+    PERTURB_RTOL,
+    PERTURB_SEEDS,
+    POLISH_CHECK_RTOL,
+    POLISH_ITERS,
+    POLISH_MAX_DIM,
+    POLISH_RTOL,
+    RESIDUAL_RTOL,
+    SPLIT_RTOL,
+    TINY,
+)
 
 
 class NotRepresentableError(ValueError):
@@ -86,7 +101,8 @@ def _real_form(D, info, lam_of):
         A = D - mu * np.eye(d) if kind == "complex" else D - mu.real * np.eye(d)
         _, sv, vh = np.linalg.svd(A)
         V = vh[-k:].conj().T
-        if sv[d - k] > 1e-6 * _scale(D) * 10:  # not k independent eigenvectors: defective
+        # not k independent eigenvectors: defective
+        if sv[d - k] > CLUSTER_RTOL * _scale(D) * EIGVEC_SV_FACTOR:
             return None
         lam = lam_of(e)
         if kind == "complex":
@@ -106,7 +122,7 @@ def _real_form(D, info, lam_of):
             W[:, col : col + k] = V.real
             B[col : col + k, col : col + k] = lam * np.eye(k)
             col += k
-    if col != d or np.linalg.cond(W) > 1e8:
+    if col != d or np.linalg.cond(W) > BASIS_COND_MAX:
         return None
     return W @ B @ np.linalg.inv(W)
 
@@ -124,13 +140,13 @@ def _choose(e, eps):
     return lam
 
 
-def _polish(theta, D, eps, iters=8):
+def _polish(theta, D, eps, iters=POLISH_ITERS):
     """Newton on ``Psi(theta) = D`` with the Frechet derivative of the block exponential."""
     d = D.shape[0]
     Z = np.zeros((d, d))
     for _ in range(iters):
         R = D - Psi(theta, eps)
-        if np.abs(R).max() <= 1e-14 * _scale(D):
+        if np.abs(R).max() <= POLISH_RTOL * _scale(D):
             break
         if eps == 0:
             M, lift = theta, (lambda E: E)
@@ -235,15 +251,15 @@ def _construct_paired(D, eps, e):
     X = scipy.linalg.solve_sylvester(T[:n, :n], -T[n:, n:], -T[:n, n:])
     S = Z.copy()
     S[:, n:] = Z[:, n:] + Z[:, :n] @ X
-    if np.linalg.cond(S) > 1e8:
+    if np.linalg.cond(S) > BASIS_COND_MAX:
         return None
     T = np.linalg.solve(S, D @ S)
-    if max(np.abs(T[:n, n:]).max(initial=0), np.abs(T[n:, :n]).max(initial=0)) > 1e-8 * scale:
+    if max(np.abs(T[:n, n:]).max(initial=0), np.abs(T[n:, :n]).max(initial=0)) > SPLIT_RTOL * scale:
         return None
     A, B = T[:n, :n], T[n:, n:]
     mu = float(np.trace(A)) / n  # the mean of a cluster is accurate even where its members split
     Nm = A - mu * np.eye(n)
-    h = max(float(np.linalg.norm(Nm, 2)), 1e-300)
+    h = max(float(np.linalg.norm(Nm, 2)), TINY)
     chains = _jordan_chains(Nm / h, blocks)
     lam = None
     cols, Tb = [], np.zeros((n, n))
@@ -268,7 +284,7 @@ def _construct_paired(D, eps, e):
             Tb[col : col + 2 * k, col : col + 2 * k] = _pair_block(lam, k, h, eps)
             col += 2 * k
     E = np.stack(cols, 1)
-    if np.linalg.cond(E) > 1e8:
+    if np.linalg.cond(E) > BASIS_COND_MAX:
         return None
     thA = E @ np.linalg.solve(E.T, Tb.T).T  # E Tb E^-1
     if d == n:
@@ -316,9 +332,9 @@ def _construct(D, eps, info):
         # The perturbation (I - P) E (I - P) leaves the (semisimple) eigenvalues at or below
         # m_eps untouched: P is their spectral projector, so they keep their eigenvectors.
         Q = np.eye(D.shape[0]) - _bound_projector(D, info)
-        for seed in range(8):
+        for seed in range(PERTURB_SEEDS):
             rng = np.random.default_rng(seed)
-            Dp = D + 1e-7 * _scale(D) * (Q @ rng.standard_normal(D.shape) @ Q)
+            Dp = D + PERTURB_RTOL * _scale(D) * (Q @ rng.standard_normal(D.shape) @ Q)
             info_p, problems, _ = _analyse(Dp, eps, merge=False)
             theta = _real_form(Dp, info_p, lam_of) if not problems else None
             if theta is not None:
@@ -326,8 +342,8 @@ def _construct(D, eps, info):
         else:
             raise NotImplementedError("could not build a starting theta for this defective D.")
         theta = _polish(theta, D, eps)
-    elif D.shape[0] <= 20 and np.abs(Psi(theta, eps) - D).max() > 1e-12 * _scale(D) * max(
-        1.0, float(np.abs(theta).max())
+    elif D.shape[0] <= POLISH_MAX_DIM and np.abs(Psi(theta, eps) - D).max() > (
+        POLISH_CHECK_RTOL * _scale(D) * max(1.0, float(np.abs(theta).max()))
     ):  # eigenvalues merged into one cluster (within 1e-6) are only approximately equal
         theta = _polish(theta, D, eps)
     return theta
@@ -335,7 +351,7 @@ def _construct(D, eps, info):
 
 def _check_residual(theta, target, eps, what):
     res = float(np.abs(Psi(theta, eps) - target).max())
-    if not res <= 1e-9 * _scale(target) * max(1.0, float(np.abs(theta).max())):
+    if not res <= RESIDUAL_RTOL * _scale(target) * max(1.0, float(np.abs(theta).max())):
         raise RuntimeError(
             f"the constructed theta misses {what} by {res:.3g} (max abs entry); "
             f"D is too ill-conditioned for this construction."
@@ -421,7 +437,7 @@ def represent(D, eps, t1=1.0, scale=None):
                 "signs and Jordan structure of D's eigenvalues): " + " ".join(problems)
             )
         mu_min = min(x["mu"].real for x in info if x["kind"] in ("negative", "boundary"))
-        c = 0.99 * m / mu_min
+        c = AUTO_SCALE_MARGIN * m / mu_min
         if not c > 0:
             raise NotRepresentableError(
                 f"m_eps = {m!r} underflows for eps/t1 = {e:g}: the factor c = m_eps/mu_min is "

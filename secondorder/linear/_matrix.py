@@ -9,6 +9,13 @@ import torch
 
 from .._checks import check_eps
 from ._scalar import _psi_unit, _t1, _xp
+from ._tolerances import (
+    BLOCK_EPS_MIN,
+    EIG_COND_MAX,
+    SQRTM_ITERS,
+    SQRTM_RTOL,
+    STIFF_NORM_MAX,
+)
 
 
 def _expm(A, xp):
@@ -32,9 +39,9 @@ def _sqrtm_near_identity(A, xp):
     """Principal square root of ``A`` (spectrum near 1) by the Denman-Beavers iteration."""
     inv = torch.linalg.inv if xp is torch else np.linalg.inv
     Y, Z = A, _eye_like(A, xp)
-    for _ in range(60):
+    for _ in range(SQRTM_ITERS):
         Y, Z = (Y + inv(Z)) / 2, (Z + inv(Y)) / 2
-        if _norm1(Y @ Y - A, xp) <= 1e-15 * max(1.0, _norm1(A, xp)):
+        if _norm1(Y @ Y - A, xp) <= SQRTM_RTOL * max(1.0, _norm1(A, xp)):
             break
     return Y
 
@@ -69,12 +76,12 @@ def _Psi_eig(theta, eps, xp):
     ill-conditioned (cond > 1e6)."""
     if xp is torch:
         w, V = torch.linalg.eig(theta)
-        if float(torch.linalg.cond(V.detach()).abs().amax()) > 1e6:
+        if float(torch.linalg.cond(V.detach()).abs().amax()) > EIG_COND_MAX:
             return None
         P = V @ torch.diag_embed(_psi_unit(w, eps, torch)) @ torch.linalg.inv(V)
         return P.real if not theta.is_complex() else P
     w, V = np.linalg.eig(theta)
-    if np.max(np.linalg.cond(V)) > 1e6:
+    if np.max(np.linalg.cond(V)) > EIG_COND_MAX:
         return None
     P = V @ (_psi_unit(w, eps, np)[..., None] * np.linalg.inv(V))
     return P.real if not np.iscomplexobj(theta) else P
@@ -112,9 +119,9 @@ def Psi(theta, eps, t1=1.0):
     if eps == 0:
         return _expm(theta, xp)
     eps = eps / t1
-    if eps >= 1e-2:
+    if eps >= BLOCK_EPS_MIN:
         return _Psi_block(theta, eps, xp)
-    if 4 * eps * _norm1(theta, xp) <= 0.5:
+    if 4 * eps * _norm1(theta, xp) <= STIFF_NORM_MAX:
         return _Psi_stiff(theta, eps, xp)
     P = _Psi_eig(theta, eps, xp)
     return _Psi_block(theta, eps, xp) if P is None else P

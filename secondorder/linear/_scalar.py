@@ -13,8 +13,22 @@ import scipy.optimize
 import torch
 
 from .._checks import check_eps
-
-_SERIES_TERMS = 14  # |u| <= 1: the k-th term is below 1/(2k+1)!, 1/29! ~ 1e-31
+from ._tolerances import (
+    BRENT_MAXITER,
+    BRENT_TOL,
+    CONTINUATION_NEWTON_ITERS,
+    CONTINUATION_STEPS,
+    DPSI_MIN,
+    EXP_ARG_MAX,
+    FD_STEP,
+    LOGPSI_MAXITER,
+    LOGPSI_XTOL,
+    NEWTON_ITERS,
+    NEWTON_RTOL,
+    NONREAL_RTOL,
+    SERIES_TERMS,
+    TROUGH_NONREAL_RTOL,
+)
 
 
 def _t1(t1):
@@ -33,7 +47,7 @@ def _series(u, xp):
     S = xp.zeros_like(u) + 1.0
     dS = xp.zeros_like(u) + 1.0 / 6.0
     term = xp.ones_like(u)
-    for k in range(1, _SERIES_TERMS):
+    for k in range(1, SERIES_TERMS):
         term = term * u
         C = C + term / float(math.factorial(2 * k))
         S = S + term / float(math.factorial(2 * k + 1))
@@ -153,7 +167,8 @@ def m_eps(eps, t1=1.0):
     def slope(phi):
         return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
 
-    phi = scipy.optimize.brentq(slope, math.pi, 1.5 * math.pi, xtol=1e-15, rtol=1e-15, maxiter=200)
+    phi = scipy.optimize.brentq(slope, math.pi, 1.5 * math.pi, xtol=BRENT_TOL, rtol=BRENT_TOL,
+                                maxiter=BRENT_MAXITER)
     lam = -1.0 / (4.0 * e) - e * phi * phi
     m = math.exp(-a) * (math.cos(phi) + a * math.sin(phi) / phi)
     return m, lam / t1
@@ -168,15 +183,16 @@ def _g_real(mu, eps):
     if mu <= m:
         return lam_star
     lam_c = -1.0 / (4.0 * eps)  # psi(lam_c) = (1 + a) e^{-a}
-    if mu < (1 + a) * math.exp(-a) or (a > 700 and mu <= 0):
+    if mu < (1 + a) * math.exp(-a) or (a > EXP_ARG_MAX and mu <= 0):
         # oscillating side: q(phi) = cos phi + a sin(phi)/phi decreases on [0, phi*] to m e^a
         phi_star = math.sqrt((lam_c - lam_star) / eps)
-        target = mu * math.exp(a) if a <= 700 else 0.0
+        target = mu * math.exp(a) if a <= EXP_ARG_MAX else 0.0
 
         def q(phi):
             return (math.cos(phi) + (a * math.sin(phi) / phi if phi > 0 else a)) - target
 
-        phi = scipy.optimize.brentq(q, 0.0, phi_star, xtol=1e-15, rtol=1e-15, maxiter=200)
+        phi = scipy.optimize.brentq(q, 0.0, phi_star, xtol=BRENT_TOL, rtol=BRENT_TOL,
+                                    maxiter=BRENT_MAXITER)
         return lam_c - eps * phi * phi
 
     # increasing side lam >= lam_c: solve log psi(lam) = log mu (no overflow)
@@ -196,17 +212,18 @@ def _g_real(mu, eps):
     lo = lam_c
     if logpsi(lo) >= target:
         return lo
-    return scipy.optimize.brentq(lambda x: logpsi(x) - target, lo, hi, xtol=1e-300, rtol=1e-15, maxiter=500)
+    return scipy.optimize.brentq(lambda x: logpsi(x) - target, lo, hi, xtol=LOGPSI_XTOL,
+                                 rtol=BRENT_TOL, maxiter=LOGPSI_MAXITER)
 
 
-def _newton(mu, lam, eps, iters=60):
+def _newton(mu, lam, eps, iters=NEWTON_ITERS):
     """Complex Newton for ``psi(lam) = mu``; returns the root or ``None``."""
     with np.errstate(all="ignore"):
         return _newton_loop(mu, lam, eps, iters)
 
 
 def _newton_loop(mu, lam, eps, iters):
-    tol = 1e-13 * max(1.0, abs(mu))
+    tol = NEWTON_RTOL * max(1.0, abs(mu))
     for _ in range(iters):
         f = complex(psi(complex(lam), eps)) - mu
         if not np.isfinite(f):
@@ -246,16 +263,16 @@ def _complex_preimage(mu, eps):
         if l0 is not None:
             starts.append(l0 + 1j * mu.imag / complex(_dpsi(l0, eps)))
     if mu.real < m:  # below the trough: psi ~ m + psi''/2 (lam - lam*)^2
-        h = 1e-4 * (1 + abs(lam_star))
+        h = FD_STEP * (1 + abs(lam_star))
         dd = (float(_dpsi(lam_star + h, eps)) - float(_dpsi(lam_star - h, eps))) / (2 * h)
         if dd > 0:
             starts.append(lam_star + 1j * math.sqrt(2 * (m - mu.real) / dd))
     starts.append(complex(np.log(mu)) if mu != 0 else complex(-1, math.pi))
 
     def good(lam):
-        return lam is not None and abs(lam.imag) > 1e-12 * (1 + abs(lam)) and abs(
+        return lam is not None and abs(lam.imag) > NONREAL_RTOL * (1 + abs(lam)) and abs(
             complex(_dpsi(lam, eps))
-        ) > 1e-12
+        ) > DPSI_MIN
 
     for lam0 in starts:
         lam = _newton(mu, lam0, eps)
@@ -265,8 +282,8 @@ def _complex_preimage(mu, eps):
     for lam0 in starts:
         mu0 = complex(psi(complex(lam0), eps))
         lam = lam0
-        for t in np.linspace(0, 1, 201)[1:]:
-            lam = _newton(mu0 + t * (mu - mu0), lam, eps, iters=30)
+        for t in np.linspace(0, 1, CONTINUATION_STEPS)[1:]:
+            lam = _newton(mu0 + t * (mu - mu0), lam, eps, iters=CONTINUATION_NEWTON_ITERS)
             if lam is None:
                 break
         if good(lam):
@@ -289,12 +306,12 @@ def _trough_preimage(mu, eps):
     def slope(phi):
         return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
 
-    phi = scipy.optimize.brentq(slope, 3 * math.pi, 3.5 * math.pi, xtol=1e-15, rtol=1e-15)
+    phi = scipy.optimize.brentq(slope, 3 * math.pi, 3.5 * math.pi, xtol=BRENT_TOL, rtol=BRENT_TOL)
     lam2 = -1.0 / (4.0 * eps) - eps * phi * phi
     m2 = float(psi(lam2, eps))
-    h = 1e-4 * (1 + abs(lam2))
+    h = FD_STEP * (1 + abs(lam2))
     dd = (float(_dpsi(lam2 + h, eps)) - float(_dpsi(lam2 - h, eps))) / (2 * h)
     if not (dd > 0 and m2 > mu):
         return None
     lam = _newton(complex(mu), complex(lam2, math.sqrt(2 * (m2 - mu) / dd)), eps)
-    return lam if lam is not None and abs(lam.imag) > 1e-8 * (1 + abs(lam)) else None
+    return lam if lam is not None and abs(lam.imag) > TROUGH_NONREAL_RTOL * (1 + abs(lam)) else None

@@ -9,6 +9,17 @@ import scipy.linalg
 import torch
 
 from ._scalar import m_eps
+from ._tolerances import (
+    CLUSTER_ORDER_IMAG_WEIGHT,
+    CLUSTER_RTOL,
+    JORDAN_RANK_RTOL,
+    MERGE_MAX_GROUP,
+    MERGE_NONREAL_RTOL,
+    MERGE_RADIUS_MAX,
+    MERGE_RADIUS_STEPS,
+    MERGE_RANK_RTOL,
+    NEAR_PIECES_RTOL,
+)
 
 
 def _as_matrix(D, name="D"):
@@ -33,7 +44,7 @@ def _scale(D):
 
 def _clusters(w, tol):
     """Group eigenvalues within ``tol`` (single linkage); returns (center, indices) pairs."""
-    order = np.argsort(w.real + 1e-3 * w.imag)
+    order = np.argsort(w.real + CLUSTER_ORDER_IMAG_WEIGHT * w.imag)
     groups = []
     for i in order:
         for g in groups:
@@ -62,7 +73,7 @@ def _cluster_schur(D, mu, mult):
     return (Z, T) if sdim == mult else None
 
 
-def _jordan_blocks(D, mu, mult, scale, rtol=1e-7):
+def _jordan_blocks(D, mu, mult, scale, rtol=JORDAN_RANK_RTOL):
     """Sizes ``{size: count}`` of the Jordan blocks of the real eigenvalue cluster at ``mu``
     (``mult`` eigenvalues of ``D``), read on the cluster's own invariant subspace only: with
     ``T11`` from ``_cluster_schur`` and ``A = T11 - mu I`` (``mult x mult``), the rank of
@@ -127,23 +138,23 @@ def _merge_defective(D, w, clusters, tol, scale):
     def is_bad(mu, g):
         key = tuple(g)
         if key not in bad:
-            bad[key] = bool(np.abs(w[g].imag).max() > 1e-10 * scale) or not _blocks_ok(
+            bad[key] = bool(np.abs(w[g].imag).max() > MERGE_NONREAL_RTOL * scale) or not _blocks_ok(
                 _jordan_blocks(D, mu.real, len(g), scale), len(g)
             )
         return bad[key]
 
     out = list(clusters)
-    for j in range(14):  # r = 2 tol 2^j, the last capped at 1e-2 |D|
-        r = min(2 * tol * 2**j, 1e-2 * scale)
+    for j in range(MERGE_RADIUS_STEPS):  # r = 2 tol 2^j, the last capped at 1e-2 |D|
+        r = min(2 * tol * 2**j, MERGE_RADIUS_MAX * scale)
         new = []
         for c, idx in _clusters(w, r):
             fine = [(mu, g) for mu, g in out if set(g) <= set(idx)]
             if (
                 1 < len(fine)
-                and len(idx) <= 32  # bounds the cost: one SVD per power in the rank ladder
+                and len(idx) <= MERGE_MAX_GROUP  # bounds the cost: one SVD per power in the rank ladder
                 and abs(c.imag) <= tol
                 and any(is_bad(mu, g) for mu, g in fine)
-                and _blocks_ok(_jordan_blocks(D, c.real, len(idx), scale, rtol=1e-14), len(idx))
+                and _blocks_ok(_jordan_blocks(D, c.real, len(idx), scale, rtol=MERGE_RANK_RTOL), len(idx))
             ):
                 new.append((complex(c.real, 0.0), list(idx)))
                 bad[tuple(idx)] = False
@@ -159,7 +170,7 @@ def _analyse(D, eps, merge=True):
     defective starting matrices of ``_construct``)."""
     scale = _scale(D)
     w = np.linalg.eigvals(D) if D.size else np.zeros(0, complex)
-    tol = 1e-6 * scale
+    tol = CLUSTER_RTOL * scale
     clusters = _clusters(w, tol)
     if merge:
         clusters = _merge_defective(D, w, clusters, tol, scale)
@@ -201,7 +212,7 @@ def _analyse(D, eps, merge=True):
         elif kind == "negative":
             odd = {k: n for k, n in blocks.items() if n % 2}
             near = [  # non-real clusters (a split block's pieces have non-real means)
-                j for c, g in clusters if abs(c.imag) > tol and abs(c - r) <= 1e-3 * scale
+                j for c, g in clusters if abs(c.imag) > tol and abs(c - r) <= NEAR_PIECES_RTOL * scale
                 for j in g
             ]
             if odd and merge and near:
