@@ -14,12 +14,13 @@ import secondorder as so
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
+    dpsi,
     is_representable,
     m_eps,
     psi,
+    psi_inverse_real,
     represent,
 )
-from secondorder.linear._scalar import _dpsi, _g_real
 
 
 def ivp_psi(lam, eps, t1=1.0):
@@ -103,7 +104,7 @@ def test_psi_torch_gradient():
     assert torch.autograd.gradcheck(lambda x: psi(x, 1.0), (lam,))
     g, = torch.autograd.grad(psi(lam, 1.0).sum(), lam)
     # the closed-form derivative used by the inversion agrees with autograd (float64 rounding)
-    np.testing.assert_allclose(g.numpy(), _dpsi(lam.detach().numpy(), 1.0), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(g.numpy(), dpsi(lam.detach().numpy(), 1.0), rtol=1e-9, atol=1e-14)
 
 
 @settings(max_examples=40, deadline=None)
@@ -140,7 +141,7 @@ def test_Psi_jordan_block_closed_form(eps):
         P = Psi(np.array([[lam, 1.0], [0.0, lam]]), eps)
         # float64 rounding of expm / the stiff closed form, relative to max(1, |psi|)
         assert P[0, 0] == pytest.approx(psi(lam, eps), rel=1e-12, abs=1e-13)
-        assert P[0, 1] == pytest.approx(_dpsi(lam, eps), rel=1e-10, abs=1e-13)
+        assert P[0, 1] == pytest.approx(dpsi(lam, eps), rel=1e-10, abs=1e-13)
         assert P[1, 0] == 0.0
 
 
@@ -469,7 +470,7 @@ def test_represent_paired_jordan_blocks_size_three_and_mixed(eps):
     _assert_paired(D, eps, theta)
     w = np.linalg.eigvals(theta)
     assert np.sum(np.abs(w.imag) < 1e-9) == 1  # only 1.5 has a real preimage
-    assert np.min(np.abs(w - _g_real(1.5, eps))) < 1e-9
+    assert np.min(np.abs(w - psi_inverse_real(1.5, eps))) < 1e-9
 
 
 @pytest.mark.parametrize("eps", [0.1, 1.0, 5.0])
@@ -574,3 +575,39 @@ def test_paired_blocks_with_neighbour_inside_rounding_spread_is_ill_posed():
             is_representable(D, eps)
         with pytest.raises(RuntimeError, match=r"ill-posed at float64 precision"):
             represent(D, eps)
+
+
+# ------------------------------------------------------------------ public helpers
+
+
+@pytest.mark.parametrize("eps,t1", [(0.0, 1.0), (0.3, 1.0), (1.0, 2.5), (5.0, 0.4)])
+def test_dpsi_is_the_derivative_and_psi_inverse_real_inverts(eps, t1):
+    lam = np.array([-30.0, -3.0, -0.2, 0.0, 1.5])
+    # central difference: truncation ~h^2 |psi'''|/6 ~ 1e-12, rounding ~1e-16 |psi|/h ~ 1e-10 |psi|
+    h = 1e-6
+    fd = (psi(lam + h, eps, t1) - psi(lam - h, eps, t1)) / (2 * h)
+    np.testing.assert_allclose(dpsi(lam, eps, t1), fd, rtol=1e-8, atol=1e-9)
+    m, lam_star = m_eps(eps, t1)
+    for mu in [m + 1e-3 if eps else 1e-3, 0.0 if eps else 0.2, 0.5, 1.0, 7.0]:
+        x = psi_inverse_real(mu, eps, t1)
+        assert x >= lam_star and dpsi(x, eps, t1) > 0  # on the increasing branch
+        assert psi(x, eps, t1) == pytest.approx(mu, rel=1e-12, abs=1e-14)
+    if eps:
+        assert psi_inverse_real(m - 0.1, eps, t1) == lam_star  # below the minimum: the trough
+
+
+def test_dpsi_psi_inverse_real_input_errors():
+    with pytest.raises(TypeError, match="autograd"):
+        dpsi(torch.tensor([1.0]), 1.0)
+    with pytest.raises(ValueError, match="eps"):
+        dpsi(1.0, -1.0)
+    with pytest.raises(ValueError, match="t1"):
+        dpsi(1.0, 1.0, 0.0)
+    with pytest.raises(TypeError, match="real number"):
+        psi_inverse_real(1j, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        psi_inverse_real(math.nan, 1.0)
+    with pytest.raises(ValueError, match="exp"):
+        psi_inverse_real(0.0, 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        psi_inverse_real(1.0, math.inf)

@@ -10,7 +10,8 @@ Public functions:
 - ``psi`` the scalar map, ``Psi`` the matrix map (numpy or torch in, same kind out);
 - ``m_eps`` the minimum of ``psi`` on the real line and where it is attained;
 - ``represent`` a real ``theta`` with ``Psi(theta) = D`` (or ``c D``, ``scale="auto"``);
-- ``is_representable`` the criterion; ``NotRepresentableError`` says why not.
+- ``is_representable`` the criterion; ``NotRepresentableError`` says why not;
+- ``dpsi`` the derivative of ``psi``, ``psi_inverse_real`` its inverse on the increasing branch.
 
 Time scaling: substituting ``t = t1 tau`` gives ``(eps/t1) y'' + y' = (t1 theta) y`` for
 ``y(tau) = x(t1 tau)``, so ``psi(lam, eps, t1) = psi(t1 lam, eps/t1, 1)``.
@@ -23,6 +24,15 @@ before it: ``_scalar`` (``psi``, its derivative and inverses, ``m_eps``) <- ``_m
 
 from ._construct import NotRepresentableError, is_representable, represent
 from ._matrix import Psi
-from ._scalar import m_eps, psi
+from ._scalar import dpsi, m_eps, psi, psi_inverse_real
 
-__all__ = ["psi", "Psi", "m_eps", "represent", "is_representable", "NotRepresentableError"]
+__all__ = [
+    "psi",
+    "Psi",
+    "m_eps",
+    "represent",
+    "is_representable",
+    "NotRepresentableError",
+    "dpsi",
+    "psi_inverse_real",
+]

@@ -12,7 +12,7 @@ import torch
 
 from .._checks import check_eps
 from ._matrix import Psi
-from ._scalar import _complex_preimage, _dpsi, _g_real, _t1, _trough_preimage, m_eps
+from ._scalar import _complex_preimage, _dpsi, _psi_inverse_real, _t1, _trough_preimage, m_eps
 from ._spectral import (
     _analyse,
     _as_matrix,
@@ -131,7 +131,7 @@ def _choose(e, eps):
     """The preimage ``lam`` (``t1 = 1``) used for eigenvalue cluster ``e``."""
     mu, kind = e["mu"], e["kind"]
     if kind in ("positive", "branch", "boundary"):
-        return _g_real(mu.real, eps)
+        return _psi_inverse_real(mu.real, eps)
     lam = _complex_preimage(mu if kind == "complex" else complex(mu.real, 0), eps)
     if lam is None:
         raise RuntimeError(f"no non-real preimage of {mu} under psi (eps = {eps:g}) was found.")

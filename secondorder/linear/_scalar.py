@@ -146,6 +146,31 @@ def _dpsi(lam, eps, t1=1.0):
     return d if np.iscomplexobj(np.asarray(lam)) else d.real
 
 
+def dpsi(lam, eps, t1=1.0):
+    """The derivative ``d psi / d lam`` of the scalar map :func:`psi` (numpy).
+
+    At ``t1 = 1``, with ``a = 1/(2 eps)``, ``s = sqrt(1 + 4 eps lam)``, ``u = a^2 s^2`` and
+    ``C(u) = cosh(sqrt u)``, ``S(u) = sinh(sqrt u)/sqrt u``:
+    ``psi'(lam) = (1/eps) e^{-a} (S(u)/2 + a S'(u))``, summed as a power series near the branch
+    point ``s = 0`` and from exponentials elsewhere (no overflow for tiny ``eps``);
+    ``psi'(lam, eps, t1) = t1 psi'(t1 lam, eps/t1, 1)``; ``eps = 0`` gives ``t1 exp(t1 lam)``.
+    It vanishes at the troughs of ``psi`` on the real line (e.g. at ``m_eps(eps)[1]``), where
+    ``psi`` is not locally invertible.
+
+    Args:
+        lam: real or complex number or numpy array (any shape).
+        eps: float >= 0.  t1: float > 0.
+    Returns:
+        numpy array of ``lam``'s shape (0-d for a number); real for real ``lam``.
+    Raises:
+        TypeError: ``lam`` is a torch tensor (differentiate :func:`psi` with autograd instead).
+        ValueError: ``eps < 0`` or ``t1 <= 0`` (or not finite).
+    """
+    if isinstance(lam, torch.Tensor):
+        raise TypeError("dpsi takes numbers or numpy arrays; for a tensor differentiate psi with autograd.")
+    return _dpsi(lam, check_eps(eps), _t1(t1))
+
+
 def m_eps(eps, t1=1.0):
     """Minimum of ``psi(., eps, t1)`` on the real line and where it is attained: ``(m, lam*)``.
 
@@ -174,7 +199,7 @@ def m_eps(eps, t1=1.0):
     return m, lam / t1
 
 
-def _g_real(mu, eps):
+def _psi_inverse_real(mu, eps):
     """Real inverse of ``psi(., eps)`` (``t1 = 1``) on ``[lam*, inf)`` for real ``mu >= m_eps``."""
     if eps == 0:
         return math.log(mu)
@@ -216,6 +241,37 @@ def _g_real(mu, eps):
                                  rtol=BRENT_TOL, maxiter=LOGPSI_MAXITER)
 
 
+def psi_inverse_real(mu, eps, t1=1.0):
+    """The real ``lam >= lam*`` with ``psi(lam, eps, t1) = mu``: the inverse of :func:`psi` on its
+    increasing branch ``[lam*, inf)``, ``(m, lam*) = m_eps(eps, t1)``.
+
+    On the real line ``psi`` increases on ``[lam*, inf)`` from its minimum ``m`` to ``inf``, so
+    every real ``mu >= m`` has exactly one preimage there. The root is bracketed and found by Brent's method, on
+    ``log psi`` above ``lam = -1/(4 eps)`` (no overflow) and on the oscillating form below.
+    ``mu <= m`` returns ``lam*``. ``eps = 0``: ``log(mu)/t1``. Time scaling:
+    ``psi_inverse_real(mu, eps, t1) = psi_inverse_real(mu, eps/t1) / t1``.
+
+    Args:
+        mu: real number (``> 0`` for ``eps = 0``).  eps: float >= 0.  t1: float > 0.
+    Returns:
+        float ``lam``.
+    Raises:
+        TypeError: ``mu`` is not a real number.
+        ValueError: ``eps < 0``, ``t1 <= 0``, ``mu`` not finite, or ``mu <= 0`` with ``eps = 0``
+            (``exp`` is positive).
+    """
+    eps = check_eps(eps)
+    t1 = _t1(t1)
+    if isinstance(mu, bool) or not isinstance(mu, numbers.Real):
+        raise TypeError(f"mu must be a real number, got {type(mu).__name__}.")
+    mu = float(mu)
+    if not math.isfinite(mu):
+        raise ValueError(f"mu == {mu!r}, must be finite.")
+    if eps == 0 and mu <= 0:
+        raise ValueError(f"mu == {mu!r}: with eps = 0, psi = exp takes only values > 0.")
+    return _psi_inverse_real(mu, eps / t1) / t1
+
+
 def _newton(mu, lam, eps, iters=NEWTON_ITERS):
     """Complex Newton for ``psi(lam) = mu``; returns the root or ``None``."""
     with np.errstate(all="ignore"):
@@ -254,7 +310,7 @@ def _complex_preimage(mu, eps):
     starts = []
     m, lam_star = m_eps(eps)
     if mu.imag != 0 and mu.real > m:
-        l0 = _g_real(mu.real, eps)
+        l0 = _psi_inverse_real(mu.real, eps)
         d0 = float(_dpsi(l0, eps))
         if d0 > 0:
             starts.append(complex(l0, mu.imag / d0))
