@@ -611,3 +611,31 @@ def test_dpsi_psi_inverse_real_input_errors():
         psi_inverse_real(0.0, 0.0)
     with pytest.raises(ValueError, match="eps"):
         psi_inverse_real(1.0, math.inf)
+
+
+def test_companion_matrix_and_its_exponential():
+    from scipy.linalg import expm
+
+    rng = np.random.default_rng(7)
+    theta, eps, t1 = rng.standard_normal((3, 3)), 0.4, 1.7
+    M = so.linear.companion(theta, eps)
+    I3, Z3 = np.eye(3), np.zeros((3, 3))
+    assert np.array_equal(M, np.block([[Z3, I3], [theta / eps, -I3 / eps]]))
+    # Psi is the top-left block of expm(t1 M) (x(0) = x0, u(0) = 0); and the whole first column
+    # block is (Psi, dPsi/dt) -- compare the velocity with a central difference in t1
+    np.testing.assert_allclose(expm(t1 * M)[:3, :3], Psi(theta, eps, t1), rtol=1e-12, atol=1e-13)
+    h = 1e-5
+    dP = (Psi(theta, eps, t1 + h) - Psi(theta, eps, t1 - h)) / (2 * h)
+    np.testing.assert_allclose(expm(t1 * M)[3:, :3], dP, rtol=1e-7, atol=1e-8)
+    # torch, batched: same numbers, dtype and gradient kept
+    th = torch.tensor(np.stack([theta, 2 * theta]), requires_grad=True)
+    Mt = so.linear.companion(th, eps)
+    assert Mt.shape == (2, 6, 6) and Mt.dtype == torch.float64
+    assert torch.equal(Mt[0].detach(), torch.from_numpy(M))
+    Mt[1, 3:, :3].sum().backward()
+    assert torch.equal(th.grad[1], torch.full((3, 3), 1 / eps, dtype=torch.float64))
+    assert torch.equal(th.grad[0], torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="eps > 0"):
+        so.linear.companion(theta, 0.0)
+    with pytest.raises(ValueError, match="square"):
+        so.linear.companion(np.ones((2, 3)), 1.0)

@@ -11,7 +11,8 @@ Public functions:
 - ``m_eps`` the minimum of ``psi`` on the real line and where it is attained;
 - ``represent`` a real ``theta`` with ``Psi(theta) = D`` (or ``c D``, ``scale="auto"``);
 - ``is_representable`` the criterion; ``NotRepresentableError`` says why not;
-- ``dpsi`` the derivative of ``psi``, ``psi_inverse_real`` its inverse on the increasing branch.
+- ``dpsi`` the derivative of ``psi``, ``psi_inverse_real`` its inverse on the increasing branch;
+- ``companion`` the matrix ``[[0, I], [theta/eps, -I/eps]]`` of the first-order system.
 
 Time scaling: substituting ``t = t1 tau`` gives ``(eps/t1) y'' + y' = (t1 theta) y`` for
 ``y(tau) = x(t1 tau)``, so ``psi(lam, eps, t1) = psi(t1 lam, eps/t1, 1)``.
@@ -23,7 +24,7 @@ before it: ``_scalar`` (``psi``, its derivative and inverses, ``m_eps``) <- ``_m
 """
 
 from ._construct import NotRepresentableError, is_representable, represent
-from ._matrix import Psi
+from ._matrix import Psi, companion
 from ._scalar import dpsi, m_eps, psi, psi_inverse_real
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "NotRepresentableError",
     "dpsi",
     "psi_inverse_real",
+    "companion",
 ]

@@ -11,7 +11,7 @@ import scipy.linalg
 import torch
 
 from .._checks import check_eps
-from ._matrix import Psi
+from ._matrix import Psi, _companion
 from ._scalar import _complex_preimage, _dpsi, _psi_inverse_real, _t1, _trough_preimage, m_eps
 from ._spectral import (
     _analyse,
@@ -151,8 +151,8 @@ def _polish(theta, D, eps, iters=POLISH_ITERS):
         if eps == 0:
             M, lift = theta, (lambda E: E)
         else:
-            I = np.eye(d)
-            M = np.block([[Z, I], [theta / eps, -I / eps]])
+            M = _companion(theta, eps, np)
+            # the change of M along a change E of theta
             lift = lambda E: np.block([[Z, Z], [E / eps, Z]])  # noqa: E731
         J = np.zeros((d * d, d * d))
         for i in range(d * d):

@@ -58,17 +58,54 @@ def _Psi_stiff(theta, eps, xp):
     return (I + Si) / 2 @ _expm(R1, xp) + (I - Si) / 2 @ _expm(-(I + S) / (2 * eps), xp)
 
 
-def _Psi_block(theta, eps, xp):
-    """``Psi`` (``t1 = 1``) as the top-left block of ``expm([[0, I], [theta/eps, -I/eps]])``:
-    the first-order system ``x' = u``, ``u' = (theta x - u)/eps`` from ``(x0, 0)``."""
-    d = theta.shape[-1]
+def _square(theta):
+    """``(theta, xp)``: a numpy ``theta`` as an array (integers as float64); ``ValueError``
+    unless ``theta`` is ``(..., d, d)``."""
+    xp = _xp(theta)
+    if xp is np:
+        theta = np.asarray(theta)
+        if not (np.iscomplexobj(theta) or theta.dtype.kind == "f"):
+            theta = theta.astype(np.float64)
+    if theta.ndim < 2 or theta.shape[-1] != theta.shape[-2]:
+        raise ValueError(f"theta must be a square matrix (..., d, d), got shape {tuple(theta.shape)}.")
+    return theta, xp
+
+
+def _companion(theta, eps, xp):
+    """``[[0, I], [theta/eps, -I/eps]]`` for a validated ``theta`` and ``eps > 0``."""
     I = _eye_like(theta, xp)
     Z = xp.zeros_like(theta)
-    if xp is torch:
-        M = torch.cat([torch.cat([Z, I], -1), torch.cat([theta / eps, -I / eps], -1)], -2)
-    else:
-        M = np.concatenate([np.concatenate([Z, I], -1), np.concatenate([theta / eps, -I / eps], -1)], -2)
-    return _expm(M, xp)[..., :d, :d]
+    cat = torch.cat if xp is torch else np.concatenate
+    return cat([cat([Z, I], -1), cat([theta / eps, -I / eps], -1)], -2)
+
+
+def companion(theta, eps):
+    """The matrix ``M = [[0, I], [theta/eps, -I/eps]]`` of the first-order system of
+    ``eps x'' + x' = theta x``: with ``u = x'``, ``(x, u)' = M (x, u)`` (``x' = u``,
+    ``u' = (theta x - u)/eps``), so ``(x(t), u(t)) = expm(t M) (x(0), u(0))`` and
+    ``Psi(theta, eps, t1)`` is the top-left ``d x d`` block of ``expm(t1 M)``.
+
+    Args:
+        theta: ``(..., d, d)`` numpy array or torch tensor (float or complex; numpy integers
+            become float64).
+        eps: float > 0 (at ``eps = 0`` the equation is first order: there is no ``u``).
+    Returns:
+        ``(..., 2d, 2d)``, same kind and dtype as ``theta``; differentiable for torch.
+    Raises:
+        ValueError: ``eps`` not a finite number > 0, or ``theta`` not ``(..., d, d)``.
+    """
+    eps = check_eps(eps)
+    if eps == 0:
+        raise ValueError("eps == 0.0: the companion matrix needs eps > 0 (the equation is then x' = theta x).")
+    theta, xp = _square(theta)
+    return _companion(theta, eps, xp)
+
+
+def _Psi_block(theta, eps, xp):
+    """``Psi`` (``t1 = 1``) as the top-left block of ``expm(companion(theta, eps))``:
+    the first-order system ``x' = u``, ``u' = (theta x - u)/eps`` from ``(x0, 0)``."""
+    d = theta.shape[-1]
+    return _expm(_companion(theta, eps, xp), xp)[..., :d, :d]
 
 
 def _Psi_eig(theta, eps, xp):
@@ -108,13 +145,7 @@ def Psi(theta, eps, t1=1.0):
     """
     eps = check_eps(eps)
     t1 = _t1(t1)
-    xp = _xp(theta)
-    if xp is np:
-        theta = np.asarray(theta)
-        if not (np.iscomplexobj(theta) or theta.dtype.kind == "f"):
-            theta = theta.astype(np.float64)
-    if theta.ndim < 2 or theta.shape[-1] != theta.shape[-2]:
-        raise ValueError(f"theta must be a square matrix (..., d, d), got shape {tuple(theta.shape)}.")
+    theta, xp = _square(theta)
     theta = theta * t1
     if eps == 0:
         return _expm(theta, xp)
