@@ -171,6 +171,29 @@ def dpsi(lam, eps, t1=1.0):
     return _dpsi(lam, check_eps(eps), _t1(t1))
 
 
+def _trough(eps, k):
+    """``(lam_k, phi)``: the ``k``-th trough (local minimum) of ``psi(., eps)`` on the real line
+    (``t1 = 1``, ``eps > 0``). Below ``-1/(4 eps)``, ``psi = e^{-a} (cos phi + a sin(phi)/phi)``
+    with ``a = 1/(2 eps)``, ``phi = a sqrt(-1 - 4 eps lam)``; its troughs solve
+    ``-sin phi + a (phi cos phi - sin phi)/phi^2 = 0``, the ``k``-th on
+    ``[(2k - 1) pi, (2k - 1/2) pi]``, and ``lam_k = -1/(4 eps) - eps phi^2``."""
+    a = 1.0 / (2.0 * eps)
+
+    def slope(phi):
+        return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
+
+    phi = scipy.optimize.brentq(slope, (2 * k - 1) * math.pi, (2 * k - 0.5) * math.pi, xtol=BRENT_TOL,
+                                rtol=BRENT_TOL, maxiter=BRENT_MAXITER)
+    return -1.0 / (4.0 * eps) - eps * phi * phi, phi
+
+
+def _d2psi_fd(lam, eps):
+    """``psi''(lam)`` (``t1 = 1``, real ``lam``) by a central difference of ``psi'`` with step
+    ``FD_STEP (1 + |lam|)``: the curvature at a trough, for a Newton starting point."""
+    h = FD_STEP * (1 + abs(lam))
+    return (float(_dpsi(lam + h, eps)) - float(_dpsi(lam - h, eps))) / (2 * h)
+
+
 def m_eps(eps, t1=1.0):
     """Minimum of ``psi(., eps, t1)`` on the real line and where it is attained: ``(m, lam*)``.
 
@@ -188,13 +211,7 @@ def m_eps(eps, t1=1.0):
         return 0.0, -math.inf
     e = eps / t1
     a = 1.0 / (2.0 * e)
-
-    def slope(phi):
-        return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
-
-    phi = scipy.optimize.brentq(slope, math.pi, 1.5 * math.pi, xtol=BRENT_TOL, rtol=BRENT_TOL,
-                                maxiter=BRENT_MAXITER)
-    lam = -1.0 / (4.0 * e) - e * phi * phi
+    lam, phi = _trough(e, 1)
     m = math.exp(-a) * (math.cos(phi) + a * math.sin(phi) / phi)
     return m, lam / t1
 
@@ -319,8 +336,7 @@ def _complex_preimage(mu, eps):
         if l0 is not None:
             starts.append(l0 + 1j * mu.imag / complex(_dpsi(l0, eps)))
     if mu.real < m:  # below the trough: psi ~ m + psi''/2 (lam - lam*)^2
-        h = FD_STEP * (1 + abs(lam_star))
-        dd = (float(_dpsi(lam_star + h, eps)) - float(_dpsi(lam_star - h, eps))) / (2 * h)
+        dd = _d2psi_fd(lam_star, eps)
         if dd > 0:
             starts.append(lam_star + 1j * math.sqrt(2 * (m - mu.real) / dd))
     starts.append(complex(np.log(mu)) if mu != 0 else complex(-1, math.pi))
@@ -357,16 +373,9 @@ def _trough_preimage(mu, eps):
     ``lam2 + i sqrt(2 (m2 - mu)/psi'')``. ``None`` if that fails."""
     if eps == 0:
         return None
-    a = 1.0 / (2.0 * eps)
-
-    def slope(phi):
-        return -math.sin(phi) + a * (phi * math.cos(phi) - math.sin(phi)) / phi**2
-
-    phi = scipy.optimize.brentq(slope, 3 * math.pi, 3.5 * math.pi, xtol=BRENT_TOL, rtol=BRENT_TOL)
-    lam2 = -1.0 / (4.0 * eps) - eps * phi * phi
+    lam2, _ = _trough(eps, 2)
     m2 = float(psi(lam2, eps))
-    h = FD_STEP * (1 + abs(lam2))
-    dd = (float(_dpsi(lam2 + h, eps)) - float(_dpsi(lam2 - h, eps))) / (2 * h)
+    dd = _d2psi_fd(lam2, eps)
     if not (dd > 0 and m2 > mu):
         return None
     lam = _newton(complex(mu), complex(lam2, math.sqrt(2 * (m2 - mu) / dd)), eps)
