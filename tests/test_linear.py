@@ -14,11 +14,11 @@ import secondorder as so
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
-    _dpsi,
-    _g_real,
+    dpsi,
     is_representable,
     m_eps,
     psi,
+    psi_inverse_real,
     represent,
 )
 
@@ -104,7 +104,7 @@ def test_psi_torch_gradient():
     assert torch.autograd.gradcheck(lambda x: psi(x, 1.0), (lam,))
     g, = torch.autograd.grad(psi(lam, 1.0).sum(), lam)
     # the closed-form derivative used by the inversion agrees with autograd (float64 rounding)
-    np.testing.assert_allclose(g.numpy(), _dpsi(lam.detach().numpy(), 1.0), rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(g.numpy(), dpsi(lam.detach().numpy(), 1.0), rtol=1e-9, atol=1e-14)
 
 
 @settings(max_examples=40, deadline=None)
@@ -141,7 +141,7 @@ def test_Psi_jordan_block_closed_form(eps):
         P = Psi(np.array([[lam, 1.0], [0.0, lam]]), eps)
         # float64 rounding of expm / the stiff closed form, relative to max(1, |psi|)
         assert P[0, 0] == pytest.approx(psi(lam, eps), rel=1e-12, abs=1e-13)
-        assert P[0, 1] == pytest.approx(_dpsi(lam, eps), rel=1e-10, abs=1e-13)
+        assert P[0, 1] == pytest.approx(dpsi(lam, eps), rel=1e-10, abs=1e-13)
         assert P[1, 0] == 0.0
 
 
@@ -279,17 +279,17 @@ def test_represent_input_errors():
     # a nilpotent part at the rank threshold (4e-7 ~ 1e-7 |D| d): ill-posed, caught by the check
     S = np.eye(4) + 0.4 * np.random.default_rng(1).standard_normal((4, 4))
     D = S @ np.kron(np.eye(2), [[-2.0, 4e-7], [0.0, -2.0]]) @ np.linalg.inv(S)
-    with pytest.raises(RuntimeError, match=r"the constructed theta misses D by"):
+    with pytest.raises(so.NumericalError, match=r"the constructed theta misses D by"):
         represent(D, 1.0)
 
 
 def test_represent_no_starting_theta(monkeypatch):
     # the perturbation route for a defective D off the paired route needs a diagonalizable
     # start; without one (forced here: no real eigenbasis is ever found) it says so
-    import secondorder.linear as lin
+    import secondorder.linear._construct as lin
 
     monkeypatch.setattr(lin, "_real_form", lambda *args: None)
-    with pytest.raises(NotImplementedError, match=r"could not build a starting theta"):
+    with pytest.raises(so.NumericalError, match=r"could not build a starting theta"):
         represent(np.array([[1.0, 1.0], [0.0, 1.0]]), 1.0)
 
 
@@ -388,7 +388,7 @@ def test_represent_defective_with_paired_negative_eigenvalue(eps):
 def test_Psi_small_eps_large_theta_uses_eigenvalues():
     # 4 eps |theta| > 1/2 with eps < 1e-2: the eigen formula; compare with the block exponential
     # (stiffness 1/eps = 1e3 costs it ~1e3 x rounding) and with psi on the eigenvalues
-    from secondorder.linear import _Psi_block
+    from secondorder.linear._matrix import _Psi_block
 
     S = np.random.default_rng(6).standard_normal((3, 3))
     theta = S @ np.diag([-300.0, 1.0, 2.0]) @ np.linalg.inv(S)
@@ -470,7 +470,7 @@ def test_represent_paired_jordan_blocks_size_three_and_mixed(eps):
     _assert_paired(D, eps, theta)
     w = np.linalg.eigvals(theta)
     assert np.sum(np.abs(w.imag) < 1e-9) == 1  # only 1.5 has a real preimage
-    assert np.min(np.abs(w - _g_real(1.5, eps))) < 1e-9
+    assert np.min(np.abs(w - psi_inverse_real(1.5, eps))) < 1e-9
 
 
 @pytest.mark.parametrize("eps", [0.1, 1.0, 5.0])
@@ -523,7 +523,7 @@ def test_paired_jordan_blocks_next_to_close_eigenvalue(delta, eps):
     # two 2x2 Jordan blocks at -2 next to a repeated eigenvalue -2 + delta (both below m_1 =
     # -0.6135; negative for eps = 0): the ranks are read on each cluster's own invariant
     # subspace, so -2 + delta cannot enter the null spaces of powers of (D + 2 I)
-    from secondorder.linear import _analyse, _jordan_blocks, _scale
+    from secondorder.linear._spectral import _analyse, _jordan_blocks, _scale
 
     mu2 = -2.0 + delta
     D = _close_case(block_diag(_J(-2.0, 2), _J(-2.0, 2), mu2 * np.eye(2)), delta)
@@ -571,7 +571,71 @@ def test_paired_blocks_with_neighbour_inside_rounding_spread_is_ill_posed():
     # test cannot be decided in float64, and the answer is an error, not a guess
     D = _close_case(block_diag(_J(-2.0, 3), _J(-2.0, 3), (-2.0 + 1e-5) * np.eye(2)), 1e-5, seed=100)
     for eps in (0.0, 1.0):
-        with pytest.raises(RuntimeError, match=r"ill-posed at float64 precision"):
+        with pytest.raises(so.NumericalError, match=r"ill-posed at float64 precision"):
             is_representable(D, eps)
-        with pytest.raises(RuntimeError, match=r"ill-posed at float64 precision"):
+        with pytest.raises(so.NumericalError, match=r"ill-posed at float64 precision"):
             represent(D, eps)
+
+
+# ------------------------------------------------------------------ public helpers
+
+
+@pytest.mark.parametrize("eps,t1", [(0.0, 1.0), (0.3, 1.0), (1.0, 2.5), (5.0, 0.4)])
+def test_dpsi_is_the_derivative_and_psi_inverse_real_inverts(eps, t1):
+    lam = np.array([-30.0, -3.0, -0.2, 0.0, 1.5])
+    # central difference: truncation ~h^2 |psi'''|/6 ~ 1e-12, rounding ~1e-16 |psi|/h ~ 1e-10 |psi|
+    h = 1e-6
+    fd = (psi(lam + h, eps, t1) - psi(lam - h, eps, t1)) / (2 * h)
+    np.testing.assert_allclose(dpsi(lam, eps, t1), fd, rtol=1e-8, atol=1e-9)
+    m, lam_star = m_eps(eps, t1)
+    for mu in [m + 1e-3 if eps else 1e-3, 0.0 if eps else 0.2, 0.5, 1.0, 7.0]:
+        x = psi_inverse_real(mu, eps, t1)
+        assert x >= lam_star and dpsi(x, eps, t1) > 0  # on the increasing branch
+        assert psi(x, eps, t1) == pytest.approx(mu, rel=1e-12, abs=1e-14)
+    if eps:
+        assert psi_inverse_real(m - 0.1, eps, t1) == lam_star  # below the minimum: the trough
+
+
+def test_dpsi_psi_inverse_real_input_errors():
+    with pytest.raises(TypeError, match="autograd"):
+        dpsi(torch.tensor([1.0]), 1.0)
+    with pytest.raises(ValueError, match="eps"):
+        dpsi(1.0, -1.0)
+    with pytest.raises(ValueError, match="t1"):
+        dpsi(1.0, 1.0, 0.0)
+    with pytest.raises(TypeError, match="real number"):
+        psi_inverse_real(1j, 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        psi_inverse_real(math.nan, 1.0)
+    with pytest.raises(ValueError, match="exp"):
+        psi_inverse_real(0.0, 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        psi_inverse_real(1.0, math.inf)
+
+
+def test_companion_matrix_and_its_exponential():
+    from scipy.linalg import expm
+
+    rng = np.random.default_rng(7)
+    theta, eps, t1 = rng.standard_normal((3, 3)), 0.4, 1.7
+    M = so.linear.companion(theta, eps)
+    I3, Z3 = np.eye(3), np.zeros((3, 3))
+    assert np.array_equal(M, np.block([[Z3, I3], [theta / eps, -I3 / eps]]))
+    # Psi is the top-left block of expm(t1 M) (x(0) = x0, u(0) = 0); and the whole first column
+    # block is (Psi, dPsi/dt) -- compare the velocity with a central difference in t1
+    np.testing.assert_allclose(expm(t1 * M)[:3, :3], Psi(theta, eps, t1), rtol=1e-12, atol=1e-13)
+    h = 1e-5
+    dP = (Psi(theta, eps, t1 + h) - Psi(theta, eps, t1 - h)) / (2 * h)
+    np.testing.assert_allclose(expm(t1 * M)[3:, :3], dP, rtol=1e-7, atol=1e-8)
+    # torch, batched: same numbers, dtype and gradient kept
+    th = torch.tensor(np.stack([theta, 2 * theta]), requires_grad=True)
+    Mt = so.linear.companion(th, eps)
+    assert Mt.shape == (2, 6, 6) and Mt.dtype == torch.float64
+    assert torch.equal(Mt[0].detach(), torch.from_numpy(M))
+    Mt[1, 3:, :3].sum().backward()
+    assert torch.equal(th.grad[1], torch.full((3, 3), 1 / eps, dtype=torch.float64))
+    assert torch.equal(th.grad[0], torch.zeros(3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="eps > 0"):
+        so.linear.companion(theta, 0.0)
+    with pytest.raises(ValueError, match="square"):
+        so.linear.companion(np.ones((2, 3)), 1.0)

@@ -192,7 +192,8 @@ def test_learnable_eps_gradient_matches_finite_difference():
 
 
 def test_call_used_by_linear_module():
-    # the call secondorder/linear.py makes: F a module taking x only, tight dopri5
+    # the call theory/representability.py makes to check secondorder.linear.Psi: F a module
+    # taking x only, tight dopri5
     A = _matrix(2)
     ode = SecondOrderODE(Lin(A), eps=0.3, t1=1.0, method="dopri5", rtol=1e-9, atol=1e-11)
     x0 = torch.eye(2, dtype=D)

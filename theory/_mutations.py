@@ -24,6 +24,9 @@ import secondorder as so
 # the private modules themselves, where the names are looked up at call time
 _disc = importlib.import_module("secondorder._discretize")
 _lin = importlib.import_module("secondorder.linear")
+# the package and its modules: a function is looked up at call time in the module that calls it
+_LIN = [_lin] + [importlib.import_module(f"secondorder.linear.{m}")
+                 for m in ("_scalar", "_matrix", "_spectral", "_construct")]
 _nets = importlib.import_module("secondorder._nets")
 _ode = importlib.import_module("secondorder._ode")
 _rev = importlib.import_module("secondorder._reversible")
@@ -52,7 +55,7 @@ _coupling_step = _steps.coupling_step
 _gamma_from_eps = _disc.gamma_from_eps
 _psi = _lin.psi
 _Psi = _lin.Psi
-_analyse = _lin._analyse
+_analyse = importlib.import_module("secondorder.linear._spectral")._analyse
 _m_eps = _lin.m_eps
 _ode_init = _ode._ODE.__init__
 
@@ -96,7 +99,7 @@ def _psi_half_eps():
 
     import theory.representability as rep
 
-    return _bind_all("psi", psi, [_lin, so, rep])
+    return _bind_all("psi", psi, [*_LIN, so, rep])
 
 
 def _Psi_half_eps():
@@ -106,7 +109,7 @@ def _Psi_half_eps():
     import theory.nesting as nest
     import theory.representability as rep
 
-    return _bind_all("Psi", Psi, [_lin, so, rep, nest])
+    return _bind_all("Psi", Psi, [*_LIN, so, rep, nest])
 
 
 def _drop_parity():
@@ -116,7 +119,7 @@ def _drop_parity():
             problems = [p for p in problems if "Culver" not in p]
         return info, problems, m
 
-    return [(_lin, "_analyse", analyse)]
+    return _bind_all("_analyse", analyse, _LIN)
 
 
 def _m_eps_shifted():
@@ -127,7 +130,7 @@ def _m_eps_shifted():
     import theory.nesting as nest
     import theory.representability as rep
 
-    return _bind_all("m_eps", m_eps, [_lin, so, rep, nest])
+    return _bind_all("m_eps", m_eps, [*_LIN, so, rep, nest])
 
 
 def _m_eps_not_monotone():
@@ -138,7 +141,7 @@ def _m_eps_not_monotone():
     import theory.nesting as nest
     import theory.representability as rep
 
-    return _bind_all("m_eps", m_eps, [_lin, so, rep, nest])
+    return _bind_all("m_eps", m_eps, [*_LIN, so, rep, nest])
 
 
 def _contracting_coupling():

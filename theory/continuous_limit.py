@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import secondorder as so
+from secondorder.linear import companion
 
 from ._claim import Checks, Claim, fmt, lazy
 
@@ -85,7 +86,7 @@ def linear_exact(A, eps, x0, u0, t1=1.0):
     if eps == 0:
         x = x0.numpy() @ scipy.linalg.expm(t1 * A).T
         return torch.from_numpy(x), torch.from_numpy(x @ A.T)
-    B = np.block([[np.zeros((d, d)), np.eye(d)], [A / eps, -np.eye(d) / eps]])
+    B = companion(A, eps)
     y = np.concatenate([x0.numpy(), u0.numpy()], -1) @ scipy.linalg.expm(t1 * B).T
     return torch.from_numpy(y[..., :d]), torch.from_numpy(y[..., d:])
 

@@ -41,11 +41,11 @@ import secondorder as so
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
-    _dpsi,
-    _g_real,
+    dpsi,
     is_representable,
     m_eps,
     psi,
+    psi_inverse_real,
     represent,
 )
 
@@ -260,8 +260,8 @@ def check_factor(ck, seed):
 
     def local_inverse():
         # small c: theta = g(c D) ~ lam_0 I + c D / psi'(lam_0), error O(c^2)
-        lam0 = _g_real(0.0, eps)
-        d0 = float(_dpsi(lam0, eps))
+        lam0 = psi_inverse_real(0.0, eps)
+        d0 = float(dpsi(lam0, eps))
         D = cases["random 5x5"]
         errs = []
         for c in (1e-2, 1e-3):
