@@ -18,6 +18,14 @@ without the fused kernels), ``float`` (the float inverse), ``checkpoint``
 ``momentumnet`` (the official package, ``use_backprop=False``; skipped when not installed). The
 ``revnet-*`` rows time a RevNet (``autograd``, ``exact``, ``exact_eager``, ``float``).
 
+``floor`` is not a method but the bound every recompute-in-backward method obeys: an autograd step
+plus one more forward pass without a graph (the memory-free backward must evaluate every residual
+function again). ``floor / autograd`` is therefore the best ratio any of them can reach on that
+block; it is about 4/3 where a block's backward costs twice its forward, and more for blocks
+whose forward is relatively expensive (a ``tanh`` MLP: ``tanh`` costs as much as a matmul here
+and has a cheap derivative). The ``exact / floor`` column is what the exact backward adds on top
+of recomputation: its fixed-point arithmetic, its checks and its per-layer Python.
+
     python -m benchmarks speed [--quick] [--depth 30] [--repeats 7] [--out FILE.json]
     python -m benchmarks speed --kernels    # the fused vs eager fixed-point chain alone, by size
 """
@@ -43,8 +51,8 @@ CONFIGS = {
     "revnet-mlp-64": ("revnet-mlp", 64, None, 512),
     "revnet-conv-32ch-16px": ("revnet-conv", 32, 16, 32),
 }
-MODES = ("autograd", "exact", "exact_unverified", "exact_eager", "float", "checkpoint", "momentumnet")
-REVNET_MODES = ("autograd", "exact", "exact_unverified", "exact_eager", "float")
+MODES = ("autograd", "floor", "exact", "exact_unverified", "exact_eager", "float", "checkpoint", "momentumnet")
+REVNET_MODES = ("autograd", "floor", "exact", "exact_unverified", "exact_eager", "float")
 _EXACT = ("exact", "exact_unverified", "exact_eager")  # the exact backward, three ways
 
 
@@ -101,10 +109,15 @@ def _nets(kind, blocks, depth, gamma):
 
     if kind.startswith("revnet"):
         F, G = blocks
-        return {m: so.RevNet([F] * depth, [G] * depth, backward="exact" if m in _EXACT else m) for m in REVNET_MODES}
-    (block,) = blocks
-    nets = {m: so.MomentumResNet([block] * depth, gamma, backward="exact" if m in _EXACT else m)
-            for m in ("autograd", *_EXACT, "float")}
+        nets = {m: so.RevNet([F] * depth, [G] * depth, backward="exact" if m in _EXACT else m)
+                for m in REVNET_MODES if m != "floor"}
+    else:
+        (block,) = blocks
+        nets = {m: so.MomentumResNet([block] * depth, gamma, backward="exact" if m in _EXACT else m)
+                for m in ("autograd", *_EXACT, "float")}
+    nets = {"autograd": nets["autograd"], "floor": nets["autograd"], **nets}
+    if kind.startswith("revnet"):
+        return nets
     nets["checkpoint"] = _Checkpointed(block, depth, gamma)
     try:
         import momentumnet
@@ -125,6 +138,11 @@ def _step(net, x, mode):
         reversible._verify_exact = lambda *args, **kwargs: None
     try:
         t0, c0 = time.perf_counter(), time.process_time()
+        if mode == "floor":  # the extra forward every recompute-in-backward method pays
+            import torch
+
+            with torch.no_grad():
+                net(x)
         (net(x) ** 2).mean().backward()
         return time.perf_counter() - t0, time.process_time() - c0
     finally:
@@ -159,6 +177,7 @@ def run(names, depth=30, repeats=7, seed=0, progress=True, gamma=0.9):
             if m != "autograd":
                 row[f"{m}_ratio"] = med[m] / med["autograd"]
                 row[f"{m}_wall_ratio"] = med_wall[m] / med_wall["autograd"]
+        row["exact_over_floor"] = med["exact"] / med["floor"]
         rows.append(row)
     return {"depth": depth, "repeats": repeats, "gamma": gamma, "statistic": "median of CPU time (process_time); "
             "*_wall_* keys: wall clock; *_first_ms: wall clock of the first step", "torch": torch.__version__,
@@ -169,11 +188,13 @@ def table(result):
     modes = [m for m in MODES if any(f"{m}_ms" in r for r in result["rows"])]
     lines = [f"CPU time per training step, depth {result['depth']}, float32, one thread, median of {result['repeats']} "
              f"interleaved rounds; ratios to autograd (ms of autograd in its column)",
-             "| block | state elements | autograd ms | " + " | ".join(f"{m} / autograd" for m in modes[1:]) + " |",
-             "|---|---:|---:|" + "---:|" * (len(modes) - 1)]
+             "| block | state elements | autograd ms | " + " | ".join(f"{m} / autograd" for m in modes[1:])
+             + " | exact / floor |",
+             "|---|---:|---:|" + "---:|" * len(modes)]
     for r in result["rows"]:
         cells = [f"{r[f'{m}_ratio']:.2f}x" if f"{m}_ratio" in r else "-" for m in modes[1:]]
-        lines.append(f"| {r['config']} | {r['elements']} | {r['autograd_ms']:.1f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['config']} | {r['elements']} | {r['autograd_ms']:.1f} | " + " | ".join(cells)
+                     + f" | {r['exact_over_floor']:.2f}x |")
     return "\n".join(lines)
 
 
