@@ -289,23 +289,15 @@ def main(argv=None):
     p.add_argument("--depths", default="1,2,3,4,6,8,12,16", help="depths of the --break-even table (comma-separated)")
     p.add_argument("--out", default=None, help="JSON output (default out/bench/memory_<device>[_quick|_break_even].json)")
     args = p.parse_args(argv)
-    from scripts.shared import write_json
+    from scripts.shared import report
 
     root = Path(__file__).resolve().parent.parent / "out" / "bench"
     root.mkdir(parents=True, exist_ok=True)
     if args.break_even:
         be = break_even(tuple(int(n) for n in args.depths.split(",")), device=args.device)
-        print(break_even_table(be))
-        out = args.out or str(root / f"memory_{args.device}_break_even.json")
-        write_json(out, be)
-        print(f"\nwrote {out}")
-        return 0
+        return report(break_even_table(be), args.out or root / f"memory_{args.device}_break_even.json", be)
     result = run(quick=args.quick, device=args.device, seed=args.seed, batch=args.batch, d=args.width, h=2 * args.width)
-    print(table(result))
-    out = args.out or str(root / f"memory_{args.device}{'_quick' if args.quick else ''}.json")
-    write_json(out, result)
-    print(f"\nwrote {out}")
-    return 0
+    return report(table(result), args.out or root / f"memory_{args.device}{'_quick' if args.quick else ''}.json", result)
 
 
 if __name__ == "__main__":

@@ -247,26 +247,19 @@ def main(argv=None):
     p.add_argument("--kernels", action="store_true", help="time the fixed-point chain alone (fused vs eager) by size")
     p.add_argument("--out", default=None, help="JSON output (default out/bench/speed_cpu[_quick|_kernels].json)")
     args = p.parse_args(argv)
-    from scripts.shared import write_json
+    from scripts.shared import report
 
     root = Path(__file__).resolve().parent.parent / "out" / "bench"
     root.mkdir(parents=True, exist_ok=True)
     if args.kernels:
         rows = kernel_times()
-        print("| state elements | eager us | fused us | eager / fused |\n|---:|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['elements']} | {r['eager_us']:.0f} | {r['fused_us']:.0f} | {r['speedup']:.2f}x |")
-        out = args.out or str(root / "speed_cpu_kernels.json")
-        write_json(out, {"rows": rows})
-        print(f"\nwrote {out}")
-        return 0
+        text = "\n".join(["| state elements | eager us | fused us | eager / fused |\n|---:|---:|---:|---:|"]
+                         + [f"| {r['elements']} | {r['eager_us']:.0f} | {r['fused_us']:.0f} | {r['speedup']:.2f}x |"
+                            for r in rows])
+        return report(text, args.out or root / "speed_cpu_kernels.json", {"rows": rows})
     names = ["mlp-64", "conv-16ch-16px", "revnet-mlp-64"] if args.quick else list(CONFIGS)
     result = run(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
-    print(table(result))
-    out = args.out or str(root / f"speed_cpu{'_quick' if args.quick else ''}.json")
-    write_json(out, result)
-    print(f"\nwrote {out}")
-    return 0
+    return report(table(result), args.out or root / f"speed_cpu{'_quick' if args.quick else ''}.json", result)
 
 
 if __name__ == "__main__":

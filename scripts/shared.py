@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["atomic_path", "write_json", "seed_everything", "step_peak_bytes", "Residual"]
+__all__ = ["atomic_path", "write_json", "report", "seed_everything", "step_peak_bytes", "Residual"]
 
 
 @contextlib.contextmanager
@@ -49,6 +49,16 @@ def write_json(path: str | os.PathLike, obj) -> None:
         with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=True, default=_jsonable)
             fh.write("\n")
+
+
+def report(text: str, out: str | os.PathLike, obj) -> int:
+    """What every benchmark ends with: print its table, write its JSON (atomically, creating the
+    folder), say where; returns the exit status 0."""
+    print(text)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_json(out, obj)
+    print(f"\nwrote {out}")
+    return 0
 
 
 def _jsonable(o):
