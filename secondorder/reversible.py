@@ -46,6 +46,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from . import _fused
+from . import _perfeature as _pf
 from . import exact as _exact
 from ._checks import check_output
 from .steps import momentum_step
@@ -806,7 +807,7 @@ class _MomentumFunction(torch.autograd.Function):
         arith = _walker(ctx)
         gamma = arith.gamma
         layers.begin_backward()
-        g_gamma = torch.zeros((), dtype=torch.float64, device=gx.device)
+        g_gamma = torch.zeros(ctx.gamma_shape, dtype=torch.float64, device=gx.device)
         for n in reversed(range(len(layers.functions))):
             arith.unstep_x()
             x = arith.x_float().detach().requires_grad_(True)
@@ -815,7 +816,7 @@ class _MomentumFunction(torch.autograd.Function):
                 arith.unstep_v(n, fx.detach())
             g_tot = gx + gv  # gradient reaching v_{n+1}
             if ctx.gamma_needs_grad:  # v_{n+1} = gamma v_n + (1-gamma) f  =>  d/dgamma = v_n - f
-                g_gamma += (g_tot * (arith.v_float() - fx.detach())).sum().to(torch.float64)
+                g_gamma += _pf.sum_to(g_tot * (arith.v_float() - fx.detach()), ctx.gamma_shape).to(torch.float64)
             gx = gx + layers.vjp(n, fx, x, (1 - gamma) * g_tot)
             gv = gamma * g_tot
         x_in = saved[0]
@@ -832,16 +833,18 @@ class _MomentumFunction(torch.autograd.Function):
 def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None, hint=""):
     """Run a Momentum ResNet storing no activations (``mode`` is ``"exact"`` or ``"float"``).
 
-    ``v`` is the initial velocity, or None for zero. ``gamma`` is a float or a 0-dim tensor (e.g. a
-    learnable parameter). ``hint`` is appended to shape errors. Returns ``(x_N, v_N)``.
+    ``v`` is the initial velocity, or None for zero. ``gamma`` is a float, a 0-dim tensor (e.g. a
+    learnable parameter) or a per-feature tensor broadcastable against ``x``
+    (``secondorder._perfeature``). ``hint`` is appended to shape errors. Returns ``(x_N, v_N)``.
     """
-    g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
+    per_feature = _pf.is_per_feature(gamma)  # a tensor gamma of >= 1 dimension (secondorder._perfeature)
+    g = gamma.detach().to(x.dtype) if per_feature else float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
     layers = _Layers(functions, args, kwargs, x.device, hint=hint)
     v_zero = v is None
     if v_zero:
         v = torch.zeros_like(x)
     if mode == "exact":
-        run = _Run(layers, lambda b: _ExactMomentum(g, x, b), _ladder(x.dtype, bits), v_zero)
+        run = _Run(layers, lambda b: _pf.make_exact_momentum(g, x, b), _ladder(x.dtype, bits), v_zero)
     else:
         run = _Run(layers, lambda b: _FloatMomentum(g, x), [None], v_zero)
     gamma_t = gamma if isinstance(gamma, torch.Tensor) else torch.tensor(g, dtype=x.dtype, device=x.device)
@@ -1027,11 +1030,15 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
     if isinstance(net, MomentumResNet):
         from ._checks import check_gamma
 
-        gamma = check_gamma(net.gamma, invertible=True)
+        gamma = net.gamma
+        if _pf.is_per_feature(gamma):
+            gamma = _pf.check_gamma_tensor(gamma, invertible=True, x_shape=x.shape)
+        else:
+            gamma = check_gamma(gamma, invertible=True)
         v = net._start(x, v0)
         v = torch.zeros_like(x) if v is None else v
         layers = _Layers(net.functions, args, kwargs, x.device, hint=net._hint)
-        arith = _Run(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
+        arith = _Run(layers, lambda b: _pf.make_exact_momentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
         X0, V0 = arith.fmt.quantize(x), arith.fmt.quantize(v)  # what encode started from
         out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
                "spills": arith.store.spills, "bits": arith.fmt.bits}
