@@ -24,7 +24,7 @@ d loss / d gamma of one layer is ``(v_n - f_n(x_n)) * g`` (``g`` the gradient re
 
 from __future__ import annotations
 
-from fractions import Fraction
+import functools
 
 import torch
 
@@ -153,10 +153,14 @@ def make_exact_momentum(gamma, x, bits=None):
     if not is_per_feature(gamma):
         g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
         return _ExactMomentum(g, x, bits)
-    return _ExactMomentumPerFeature(gamma, x, bits)
+    # the fractions are those of gamma in x's dtype: the values the autograd forward multiplies by
+    return _per_feature_class()(gamma.detach().to(x.dtype), x, bits)
 
 
+@functools.cache
 def _per_feature_class():
+    """The per-feature exact arithmetic, a subclass of ``reversible._ExactMomentum`` (built on first
+    use: ``reversible`` imports this module)."""
     from .reversible import _Checks, _ExactMomentum
 
     class ExactMomentumPerFeature(_ExactMomentum):
@@ -198,13 +202,3 @@ def _per_feature_class():
             return None  # the fused kernels take scalar constants: the eager path (same bits)
 
     return ExactMomentumPerFeature
-
-
-class _Lazy:
-    cls = None
-
-
-def _ExactMomentumPerFeature(gamma, x, bits=None):  # noqa: N802 - builds the class on first use
-    if _Lazy.cls is None:
-        _Lazy.cls = _per_feature_class()
-    return _Lazy.cls(gamma, x, bits)
