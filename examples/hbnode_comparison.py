@@ -22,8 +22,8 @@ Each is trained with two gradients:
   gets the exact gradient). The first-order model has ``gamma = 0``, which cannot be inverted: its
   discrete run uses ``backward="autograd"`` (labelled ``discrete-autograd``).
 
-Recorded per step: the training loss, the field evaluations (NFE, forward + backward) and the
-training wall time; every ``--grad-every`` steps the gradient error (relative, over the whole
+Recorded per step: the training loss, the field evaluations (NFE, forward + backward), the
+training wall time and a learned ``eps``; every ``--grad-every`` steps the gradient error (relative, over the whole
 gradient): the adjoint's against direct backprop through the same dopri5 solve (the exact
 gradient of the loss it computed) and against the exact discretization's gradient at the same
 parameters (this one also holds the O(h) difference between the two forward models); the exact
@@ -177,7 +177,7 @@ def train(kind, gradient, cfg, data, seed, scheme=None, progress=True):
     opt = torch.optim.Adam(m.parameters(), lr=cfg["lr"])
     how = "adjoint" if gradient == "adjoint" else "exact"
     rec = {"model": kind, "gradient": gradient if not (kind == "node" and gradient == "exact") else "discrete-autograd",
-           "loss": [], "nfe": [], "time_s": [], "grad_err": []}
+           "loss": [], "nfe": [], "time_s": [], "grad_err": [], "eps_history": []}
     nfe_total, wall = 0, 0.0
     bar = range(cfg["steps"])
     if progress:
@@ -209,6 +209,8 @@ def train(kind, gradient, cfg, data, seed, scheme=None, progress=True):
         rec["loss"].append(loss)
         rec["nfe"].append(nfe_total)
         rec["time_s"].append(wall)
+        if isinstance(m.eps, nn.Parameter):
+            rec["eps_history"].append(m.eps.detach().tolist())  # after the step
         if progress:
             bar.set_postfix(loss=f"{loss:.3g}")
     with torch.no_grad():

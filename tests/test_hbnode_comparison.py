@@ -35,6 +35,18 @@ def test_tiny_comparison_trains_and_records_gradient_errors():
         eps = runs[("learned", grad)]["eps"]
         assert len(eps) == 4 and max(abs(e - TINY["eps0"]) for e in eps) > 1e-3  # eps moved
     assert runs[("fixed", "exact")]["eps"] == TINY["eps0"]
+    assert len(runs[("learned", "exact")]["eps_history"]) == 8
+    assert runs[("learned", "exact")]["eps_history"][-1] == runs[("learned", "exact")]["eps"]
+    # the figure draws these runs and reports their numbers
+    import matplotlib.pyplot as plt
+
+    from figures import FIGURES, learnable_damping
+
+    assert FIGURES["learnable_damping"] == "learnable_damping"
+    nums = learnable_damping.numbers(result)
+    assert nums["learned/exact"]["eps"] == runs[("learned", "exact")]["eps"] and nums["steps"] == 8
+    json.dumps(nums)
+    plt.close(learnable_damping.plot(result))
 
 
 def test_cli_quick_writes_json(tmp_path, monkeypatch, capsys):
