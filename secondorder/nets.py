@@ -190,7 +190,7 @@ class MomentumResNet(nn.Module):
         (exact for short decimals; see ``secondorder.exact.rational_gamma``). A per-feature gamma
         gives a list of fractions, one per entry of ``gamma.flatten()``."""
         if _pf.is_per_feature(self.gamma):
-            n, d, _ = _pf.rational_gammas(self.gamma, dtype)
+            n, d, _ = _pf.rational_gammas(self.gamma.detach().to(dtype), dtype)  # as the forward casts it
             return [Fraction(int(a), int(b)) for a, b in zip(n.reshape(-1).tolist(), d.reshape(-1).tolist())]
         g = self.gamma.detach() if isinstance(self.gamma, torch.Tensor) else self.gamma
         return _exact.rational_gamma(float(g), dyadic=dtype != torch.float64)

@@ -142,7 +142,7 @@ class _Field(nn.Module):
             return self.evaluate(t, y)
         x, u = y[0], y[1]
         eps = self.eps
-        if eps.dim() > 0 if isinstance(eps, torch.Tensor) else False:  # per-feature: keep u's dtype
+        if isinstance(eps, torch.Tensor) and eps.dim() > 0:  # per-feature: keep u's dtype
             eps = eps.to(u.dtype)
         return torch.stack((u, (self.evaluate(t, x) - u) / eps))
 
