@@ -341,3 +341,16 @@ def test_training_moves_eps_towards_the_data(backward):
         losses.append(float(loss.detach()))
     assert losses[-1] < 1e-3 * losses[0]
     assert torch.allclose(eps.detach(), target_eps, rtol=0, atol=0.05)
+
+
+def test_per_feature_gamma_from_a_graph_gets_its_gradient():
+    """gamma = sigmoid(w) (a non-leaf per-feature tensor, e.g. from a hypernetwork): the exact
+    backward's gradient reaches w as autograd's does."""
+    fs = _blocks(4, 8)
+    x = torch.randn(5, 4, dtype=D, generator=torch.Generator().manual_seed(7))
+    grads = {}
+    for mode in ["autograd", "exact"]:
+        w = torch.tensor([2.0, 0.5, -0.3, 4.0], dtype=D, requires_grad=True)
+        net = so.MomentumResNet(fs, gamma=torch.sigmoid(w), backward=mode)
+        grads[mode] = torch.autograd.grad(net(x).pow(2).sum(), [w])
+    assert _rel(grads["exact"], grads["autograd"]) < 1e-12
