@@ -23,4 +23,5 @@ FIGURES = {
     "initial_velocity": "initial_velocity",
     "momentum_influence": "momentum_influence",
     "learning_curves": "learning_curves",
+    "learnable_damping": "learnable_damping",
 }

@@ -20,6 +20,7 @@ from ._discretize import StepFunction, discretize, eps_from_gamma, gamma_from_ep
 from ._errors import FixedPointOverflowError, NumericalError, ReconstructionError
 from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet, exact_roundtrip
 from ._ode import NeuralODE, SecondOrderODE
+from ._tied import TiedMomentumResNet
 from ._version import __version__
 from .linear import NotRepresentableError
 
@@ -36,6 +37,7 @@ __all__ = [
     "discretize",
     "to_ode",
     "StepFunction",
+    "TiedMomentumResNet",
     "gamma_from_eps",
     "eps_from_gamma",
     "min_depth",

@@ -25,9 +25,11 @@ import math
 import torch
 from torch import nn
 
+from . import _perfeature as _pf
 from ._nets import MomentumResNet, ResNet
 from ._ode import _ODE, SecondOrderODE
-from ._validate import check_count, check_eps, check_gamma, check_t1
+from ._tied import TiedMomentumResNet, gamma_semi_implicit
+from ._validate import check_count, check_eps, check_gamma, check_rate_tensor, check_t1
 
 __all__ = ["gamma_from_eps", "eps_from_gamma", "discretize", "to_ode"]
 
@@ -37,7 +39,10 @@ _ROUND = 1e-12
 
 
 def min_depth(eps, t1=1.0) -> int:
-    """Smallest depth with ``h = t1/depth <= eps``: ``ceil(t1/eps)`` (1 for ``eps == 0``)."""
+    """Smallest depth with ``h = t1/depth <= eps``: ``ceil(t1/eps)`` (1 for ``eps == 0``); for a
+    per-feature ``eps``, that of its smallest entry."""
+    if _pf.is_per_feature(eps):
+        eps = float(check_rate_tensor(eps, "eps", 0.0, None, low_open=True).min())
     eps, t1 = check_eps(eps), check_t1(t1)
     if eps == 0:
         return 1
@@ -48,8 +53,11 @@ def gamma_from_eps(eps, depth, t1=1.0) -> float:
     """``gamma = 1 - h / eps`` with ``h = t1 / depth``; ``eps == 0`` gives ``gamma = 0`` (ResNet).
 
     Raises ``ValueError`` when ``h > eps`` (``gamma`` would be negative), naming the minimum depth
-    ``ceil(t1 / eps)``.
+    ``ceil(t1 / eps)``. A per-feature ``eps`` (a tensor of >= 1 dimension, every entry > 0) gives
+    the tensor ``gamma`` of its shape and dtype (detached), entry by entry.
     """
+    if _pf.is_per_feature(eps):
+        return _gamma_tensor(eps, depth, t1)
     eps, depth, t1 = check_eps(eps), check_count(depth, "depth"), check_t1(t1)
     if eps == 0:
         return 0.0
@@ -71,8 +79,16 @@ def eps_from_gamma(gamma, depth, t1=1.0) -> float:
 
     ``gamma == 0`` gives ``eps = h``; note that ``gamma == 0`` is also forward Euler for the
     first-order model (``eps == 0``), see ``to_ode``. ``gamma == 1`` has no ODE (``eps``
-    would be infinite) and raises ``ValueError``.
+    would be infinite) and raises ``ValueError``. A per-feature ``gamma`` (a tensor of >= 1
+    dimension, entries in (0, 1)) gives the tensor ``eps`` entry by entry (detached).
     """
+    if _pf.is_per_feature(gamma):
+        g = _pf.check_gamma_tensor(gamma, invertible=True)
+        depth, t1 = check_count(depth, "depth"), check_t1(t1)
+        if bool((g == 1).any()):
+            raise ValueError("gamma has an entry == 1, which has no ODE limit (eps would be infinite); "
+                             "use entries in (0, 1).")
+        return t1 / (depth * (1 - g))
     gamma, depth, t1 = check_gamma(gamma), check_count(depth, "depth"), check_t1(t1)
     if gamma == 1.0:
         raise ValueError(
@@ -80,6 +96,23 @@ def eps_from_gamma(gamma, depth, t1=1.0) -> float:
             "use gamma in [0, 1)."
         )
     return t1 / (depth * (1.0 - gamma))
+
+
+def _gamma_tensor(eps, depth, t1):
+    """``gamma_from_eps`` for a per-feature ``eps``: ``1 - h/eps`` entrywise, rounding of 0 set to 0."""
+    e = check_rate_tensor(eps, "eps", 0.0, None, low_open=True,
+                          what=" (A per-feature eps has no first-order entries: see SecondOrderODE.)")
+    depth, t1 = check_count(depth, "depth"), check_t1(t1)
+    h = t1 / depth
+    gamma = gamma_semi_implicit(e, h)
+    if bool((gamma < -_ROUND).any()):
+        low = float(e.min())
+        raise ValueError(
+            f"depth == {depth} is too small for eps (smallest entry {low!r}): the step h = t1/depth = "
+            f"{h:.6g} exceeds it, so gamma = 1 - h/eps < 0. Use depth >= ceil(t1/min(eps)) = "
+            f"{min_depth(low, t1)}."
+        )
+    return gamma.clamp(min=0.0)
 
 
 class StepFunction(nn.Module):
@@ -113,8 +146,12 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
 
     ``f_n = StepFunction(F, t_n = n h, h)`` (``f_n(x) = h F(t_n, x)``, sharing ``F``'s
     parameters), ``h = t1 / depth``, ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps``
-    (0 for ``eps == 0``: forward Euler). A learnable ``eps`` (``nn.Parameter``) gives a new
-    learnable ``gamma`` initialised at that value (not tied to ``eps``). ``backward`` (and any
+    (0 for ``eps == 0``: forward Euler). A per-feature ``eps`` gives the per-feature ``gamma``.
+    A learnable ``eps`` (``nn.Parameter``, scalar or per-feature) gives a
+    ``secondorder._tied.TiedMomentumResNet``: the network holds the ODE's own ``eps`` (``net.eps``)
+    and recomputes ``gamma = 1 - h/eps`` from it at every forward pass, so ``eps`` itself gets the
+    gradient (exactly, with ``backward="exact"``); ``net.gamma`` is then a read-only tensor.
+    ``backward`` (and any
     other keyword, e.g. ``init_velocity``) goes to ``secondorder.MomentumResNet``;
     ``backward="exact"`` gives gradients of the discretized ODE at memory independent of depth.
 
@@ -125,11 +162,11 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
         raise TypeError(f"ode must be a NeuralODE or SecondOrderODE, got {type(ode).__name__}.")
     depth = check_count(depth, "depth")
     eps = ode.eps
-    gamma = gamma_from_eps(eps, depth, ode.t1)
-    if isinstance(eps, nn.Parameter):
-        gamma = nn.Parameter(torch.tensor(gamma, dtype=eps.dtype, device=eps.device))
+    gamma = gamma_from_eps(eps, depth, ode.t1)  # validates depth against eps
     h = ode.t1 / depth
     fs = [StepFunction(ode.F, n * h, h, ode.takes_time) for n in range(depth)]
+    if isinstance(eps, nn.Parameter):  # gamma tied to eps, recomputed at each forward
+        return TiedMomentumResNet(fs, eps, h, gamma_semi_implicit, backward=backward, **kwargs)
     return MomentumResNet(fs, gamma=gamma, backward=backward, **kwargs)
 
 
@@ -141,7 +178,10 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     except ``gamma == 0`` (and a ``secondorder.ResNet``), which give the first-order model
     ``eps = 0``: at this depth ``eps = h`` and ``eps = 0`` step to the same network (forward
     Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A learnable
-    ``gamma`` gives a learnable ``eps`` (a new ``nn.Parameter``, not tied). ``ode_kwargs``
+    ``gamma`` gives a learnable ``eps`` (a new ``nn.Parameter``, not tied); a network whose gamma
+    is tied to a learnable ``eps`` (``discretize`` of an ODE with a learnable ``eps``) gives an ODE
+    holding that same ``eps``. A per-feature ``gamma`` gives a per-feature ``eps`` (its entries
+    must be in (0, 1)). ``ode_kwargs``
     (``method``, ``rtol``, ...) go to ``secondorder.SecondOrderODE``.
     """
     if not isinstance(net, (MomentumResNet, ResNet)):
@@ -175,7 +215,14 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
             )
     if isinstance(net, ResNet):
         return SecondOrderODE(F, eps=0.0, t1=t1, **ode_kwargs)
+    if isinstance(net, TiedMomentumResNet):
+        return SecondOrderODE(F, eps=net.eps, t1=t1, **ode_kwargs)
     gamma = net.gamma
+    if _pf.is_per_feature(gamma):
+        eps = eps_from_gamma(gamma, depth, t1)
+        if isinstance(gamma, nn.Parameter):
+            eps = nn.Parameter(eps.clone())
+        return SecondOrderODE(F, eps=eps, t1=t1, **ode_kwargs)
     g = check_gamma(gamma)
     if g == 0.0:
         eps = 0.0

@@ -13,6 +13,7 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from . import _perfeature as _pf
 from . import exact as _exact
 from ._reversible import (
     coupling_memory_free,
@@ -121,7 +122,11 @@ class MomentumResNet(nn.Module):
         functions: sequence of ``nn.Module`` residual functions ``f_n`` (shape-preserving; the same
             module may appear several times).
         gamma: momentum in [0, 1], a float or a learnable ``nn.Parameter`` (0-dim). ``gamma = 0`` is
-            the ResNet; the memory-free backwards need ``gamma > 0``.
+            the ResNet; the memory-free backwards need ``gamma > 0``. A tensor (or ``nn.Parameter``)
+            of at least one dimension is a *per-feature* gamma: it must broadcast against ``x``
+            without enlarging it (e.g. ``(d,)`` for ``x`` of shape ``(batch, d)``), every entry in
+            [0, 1] ((0, 1] for the memory-free backwards); all three backwards support it, exact
+            mode with one rational ``n_i/d_i`` per entry (``secondorder._perfeature``).
         backward: ``"autograd"`` (store activations), ``"exact"`` (store none; the backward pass
             reconstructs every ``(x_n, v_n)`` bit-exactly in int64 fixed point, any depth) or
             ``"float"`` (store none; naive float inverse, error ~ ``gamma**-N``). Both memory-free
@@ -149,7 +154,10 @@ class MomentumResNet(nn.Module):
     def __init__(self, functions, gamma=0.9, backward="autograd", init_velocity=None, fixed_point_bits=None):
         super().__init__()
         check_choice("backward", backward, BACKWARDS)
-        check_gamma(gamma, invertible=backward != "autograd")
+        if _pf.is_per_feature(gamma):
+            _pf.check_gamma_tensor(gamma, invertible=backward != "autograd")
+        else:
+            check_gamma(gamma, invertible=backward != "autograd")
         if init_velocity is not None and not callable(init_velocity):
             raise TypeError(f"init_velocity must be a module or callable, got {type(init_velocity).__name__}.")
         if fixed_point_bits is not None:
@@ -160,6 +168,8 @@ class MomentumResNet(nn.Module):
             self.gamma = gamma
         elif isinstance(gamma, torch.Tensor) and gamma.requires_grad:
             object.__setattr__(self, "gamma", gamma)  # e.g. produced by a hypernetwork: keep the graph
+        elif _pf.is_per_feature(gamma):
+            self.register_buffer("gamma", gamma.detach().clone())  # fixed per-feature gamma
         else:
             self.gamma = float(gamma)
         self.backward = backward
@@ -168,13 +178,31 @@ class MomentumResNet(nn.Module):
 
     def extra_repr(self):
         g = "learnable" if isinstance(self.gamma, nn.Parameter) else self.gamma
+        if _pf.is_per_feature(self.gamma):
+            g = f"{'learnable ' if self.gamma.requires_grad else ''}per-feature {tuple(self.gamma.shape)}"
         return f"depth={len(self.functions)}, gamma={g}, backward={self.backward!r}"
 
     def exact_gamma(self, dtype=torch.float32) -> Fraction:
         """The rational ``n/d`` that exact mode uses for the current gamma on inputs of ``dtype``
-        (exact for short decimals; see ``secondorder.exact.rational_gamma``)."""
+        (exact for short decimals; see ``secondorder.exact.rational_gamma``). A per-feature gamma
+        gives a list of fractions, one per entry of ``gamma.flatten()``."""
+        if _pf.is_per_feature(self.gamma):
+            n, d, _ = _pf.rational_gammas(self.gamma.detach().to(dtype), dtype)  # as the forward casts it
+            return [Fraction(int(a), int(b)) for a, b in zip(n.reshape(-1).tolist(), d.reshape(-1).tolist())]
         g = self.gamma.detach() if isinstance(self.gamma, torch.Tensor) else self.gamma
         return _exact.rational_gamma(float(g), dyadic=dtype != torch.float64)
+
+    def _checked_gamma(self, x, invertible):
+        """The current gamma, validated (a per-feature one also against ``x``'s shape, and cast to
+        ``x``'s dtype)."""
+        gamma = self.gamma
+        if _pf.is_per_feature(gamma):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"x must be a tensor, got {type(x).__name__}.")
+            _pf.check_gamma_tensor(gamma, invertible=invertible, x_shape=x.shape)
+            return _pf.gamma_for(gamma, x)
+        check_gamma(gamma, invertible=invertible)
+        return gamma
 
     def _start(self, x, v0):
         """The initial velocity: ``v0``, ``init_velocity(x)``, or None for zero."""
@@ -188,26 +216,27 @@ class MomentumResNet(nn.Module):
 
     def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
         check_choice("backward", self.backward, BACKWARDS)  # an attribute may be set after construction
-        check_gamma(self.gamma, invertible=self.backward != "autograd")  # a learned gamma may drift
+        gamma = self._checked_gamma(x, invertible=self.backward != "autograd")  # a learned gamma may drift
         v = self._start(x, v0)
         if self.backward == "autograd":
             v = torch.zeros_like(x) if v is None else v
             for n, f in enumerate(self.functions):
-                x, v = momentum_step(x, v, _call(f, n, x, args, kwargs, hint=self._hint), self.gamma)
+                x, v = momentum_step(x, v, _call(f, n, x, args, kwargs, hint=self._hint), gamma)
         else:
             x, v = momentum_memory_free(
-                self.functions, x, v, self.gamma, args, kwargs, self.backward, self.fixed_point_bits, self._hint
+                self.functions, x, v, gamma, args, kwargs, self.backward, self.fixed_point_bits, self._hint
             )
         return (x, v) if return_velocity else x
 
     def trajectory(self, x, *args, v0=None, return_velocity=False, **kwargs):
         """All layer states in float arithmetic: ``xs`` of shape ``(depth + 1, *x.shape)``
         (and ``vs`` of the same shape with ``return_velocity=True``)."""
+        gamma = self._checked_gamma(x, invertible=False)
         v = self._start(x, v0)
         v = torch.zeros_like(x) if v is None else v
         xs, vs = [x], [v]
         for n, f in enumerate(self.functions):
-            x, v = momentum_step(x, v, _call(f, n, x, args, kwargs, hint=self._hint), self.gamma)
+            x, v = momentum_step(x, v, _call(f, n, x, args, kwargs, hint=self._hint), gamma)
             xs.append(x)
             vs.append(v)
         return (torch.stack(xs), torch.stack(vs)) if return_velocity else torch.stack(xs)
@@ -223,10 +252,10 @@ class MomentumResNet(nn.Module):
         ``gamma = 1 - T/(N eps)`` it stays bounded by about ``exp(T/eps)``. For a bit-exact round
         trip use ``secondorder.exact_roundtrip`` (fixed point with a bit store).
         """
-        check_gamma(self.gamma, invertible=True)
+        gamma = self._checked_gamma(x, invertible=True)
         for n in reversed(range(len(self.functions))):
             f = self.functions[n]
-            x, v = momentum_inverse(x, v, lambda z, f=f, n=n: _call(f, n, z, args, kwargs, hint=self._hint), self.gamma)
+            x, v = momentum_inverse(x, v, lambda z, f=f, n=n: _call(f, n, z, args, kwargs, hint=self._hint), gamma)
         _warn_if_not_finite("MomentumResNet.inverse", x, v)
         return x, v
 
@@ -348,7 +377,11 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
     """
     bits = net.fixed_point_bits if bits is None else bits
     if isinstance(net, MomentumResNet):
-        gamma = check_gamma(net.gamma, invertible=True)
+        gamma = net._checked_gamma(x, invertible=True)
+        if _pf.is_per_feature(gamma):
+            gamma = gamma.detach()
+        else:
+            gamma = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
         return momentum_roundtrip(net.functions, x, net._start(x, v0), gamma, args, kwargs, bits, net._hint)
     if isinstance(net, RevNet):
         x1, x2 = net._split(x)

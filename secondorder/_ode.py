@@ -55,9 +55,23 @@ import torch
 from torch import nn
 from torchdiffeq import odeint, odeint_adjoint
 
-from ._validate import check_choice, check_eps, check_positive, check_t1, check_velocity
+from ._validate import (
+    check_broadcast,
+    check_choice,
+    check_eps,
+    check_positive,
+    check_rate_tensor,
+    check_t1,
+    check_velocity,
+)
 
 __all__ = ["NeuralODE", "SecondOrderODE"]
+
+_PER_FEATURE_ZERO = (
+    " A per-feature eps must be > 0 in every entry: eps == 0 is the first-order model x' = F, whose "
+    "state has no velocity, and a model cannot be first order in some features and second order in "
+    "others. Use eps=0.0 (a float) for the whole first-order model, or a small positive eps."
+)
 
 try:  # torchdiffeq's own name -> solver table, to reject unknown names at construction
     from torchdiffeq._impl.odeint import SOLVERS as _SOLVERS
@@ -134,7 +148,10 @@ class _Field(nn.Module):
         if self.order == 1:
             return self.evaluate(t, y)
         x, u = y[0], y[1]
-        return torch.stack((u, (self.evaluate(t, x) - u) / self.eps))
+        eps = self.eps
+        if isinstance(eps, torch.Tensor) and eps.dim() > 0:  # per-feature: keep u's dtype
+            eps = eps.to(u.dtype)
+        return torch.stack((u, (self.evaluate(t, x) - u) / eps))
 
 
 class _ODE(nn.Module):
@@ -143,7 +160,12 @@ class _ODE(nn.Module):
     def __init__(self, F, eps, t1, method, rtol, atol, adjoint, options):
         super().__init__()
         takes_time = _takes_time(F)
-        if isinstance(eps, nn.Parameter):
+        if isinstance(eps, torch.Tensor) and eps.dim() > 0:  # per-feature eps
+            check_rate_tensor(eps, "eps", 0.0, None, low_open=True, what=_PER_FEATURE_ZERO)
+            if not isinstance(eps, nn.Parameter):
+                eps = eps.detach().clone()  # fixed: a buffer of the field
+            order = 2
+        elif isinstance(eps, nn.Parameter):
             if check_eps(eps) == 0.0:
                 raise ValueError(
                     "eps == 0 as a learnable nn.Parameter: the order of the model is fixed at "
@@ -158,7 +180,12 @@ class _ODE(nn.Module):
         rtol, atol = check_positive(rtol, "rtol"), check_positive(atol, "atol")
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be a dict or None, got {type(options).__name__}.")
-        self._field = _Field(F, eps, order, takes_time)
+        if isinstance(eps, torch.Tensor) and not isinstance(eps, nn.Parameter):
+            self._field = _Field(F, None, order, takes_time)
+            del self._field.eps
+            self._field.register_buffer("eps", eps)
+        else:
+            self._field = _Field(F, eps, order, takes_time)
         self.t1 = t1
         self.method = _check_method(method)
         self.rtol, self.atol = float(rtol), float(atol)
@@ -174,7 +201,7 @@ class _ODE(nn.Module):
 
     @property
     def eps(self):
-        """``eps`` (a float, or the ``nn.Parameter`` given)."""
+        """``eps`` (a float, the ``nn.Parameter`` given, or a per-feature tensor)."""
         return self._field.eps
 
     @property
@@ -209,7 +236,10 @@ class _ODE(nn.Module):
                     "x'(0) = F(0, x0); pass v0=None."
                 )
             return x0
-        if isinstance(self.eps, nn.Parameter) and not float(self.eps.detach()) > 0:
+        if isinstance(self.eps, torch.Tensor) and self.eps.dim() > 0:
+            check_rate_tensor(self.eps, "eps", 0.0, None, low_open=True, what=" (A learnable eps must stay > 0.)")
+            check_broadcast("eps", self.eps.shape, x0.shape)
+        elif isinstance(self.eps, nn.Parameter) and not float(self.eps.detach()) > 0:
             raise ValueError(f"eps == {float(self.eps.detach())!r} (learnable), must stay > 0.")
         if v0 is None:
             v0 = torch.zeros_like(x0)
@@ -259,7 +289,10 @@ class _ODE(nn.Module):
         return ys, vs
 
     def extra_repr(self):
-        eps = float(self.eps.detach()) if isinstance(self.eps, nn.Parameter) else self.eps
+        eps = self.eps
+        if isinstance(eps, torch.Tensor):
+            eps = (f"{'learnable ' if eps.requires_grad else ''}per-feature {tuple(eps.shape)}" if eps.dim() > 0
+                   else float(eps.detach()))
         return (f"eps={eps}, t1={self.t1}, method={self.method!r}, rtol={self.rtol}, "
                 f"atol={self.atol}, adjoint={self.adjoint}, F_form={'F(t, x)' if self.takes_time else 'F(x)'}")
 
@@ -289,6 +322,16 @@ class SecondOrderODE(_ODE):
     Solved as ``x' = u``, ``u' = (F(t, x) - u) / eps``; ``eps == 0`` is ``NeuralODE``.
     ``eps`` may be an ``nn.Parameter`` (learnable, must be > 0; it gets gradients, also with
     ``adjoint=True``). Other arguments as in ``NeuralODE``.
+
+    **Per-feature eps.** ``eps`` may be a tensor (or ``nn.Parameter``) of at least one dimension
+    that broadcasts against ``x`` without enlarging it, e.g. ``(d,)`` for ``x`` of shape
+    ``(batch, d)``: each feature gets its own damping, ``eps_i x_i'' + x_i' = F_i(t, x)``
+    (heavy-ball neural ODEs, Xia et al., NeurIPS 2021, are ``x'' + g x' = f(x)`` with learnable
+    damping ``g = 1/eps`` after rescaling ``f = F/eps``). Every entry must be finite and > 0:
+    ``ValueError`` otherwise, also for a mix of zero and positive entries (a model is first order
+    in all features or none; ``eps=0.0`` is the first-order model). A learnable per-feature eps is
+    part of ``adjoint_params`` with ``adjoint=True``. The shape is checked against ``x0`` at each
+    call (``ValueError``); a non-learnable tensor is kept as a buffer (moves with ``.to()``).
 
     ``model(x0, v0=None)`` returns ``x(t1)``; ``model.trajectory(x0, t, v0=None)`` returns
     ``(x(t), x'(t))``. This is the continuous limit of a Momentum ResNet with

@@ -48,6 +48,7 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from . import _fused
+from . import _perfeature as _pf
 from . import exact as _exact
 from ._errors import ReconstructionError
 from ._steps import half_step, half_unstep, momentum_step, momentum_unstep_v, momentum_unstep_x
@@ -866,6 +867,54 @@ class _ExactMomentum(MomentumArithmetic):
         return c
 
 
+class _ExactMomentumPerFeature(_ExactMomentum):
+    """``_ExactMomentum`` with per-element fractions ``n_i / d_i`` (eager integer path)."""
+
+    def __init__(self, gamma, x, bits=None):
+        self.gamma = gamma.detach().to(x.dtype)
+        self.c = 1 - self.gamma  # the factor the autograd path multiplies f by
+        self.c_max = float(self.c.abs().max())
+        self.fmt = _exact.FixedPoint(x.dtype, bits)
+        self.n_t, self.d_t, self.pairs = _pf.rational_gammas(gamma, x.dtype)
+        self.n_t, self.d_t = self.n_t.to(x.device), self.d_t.to(x.device)
+        self.frac = None
+        self.checks = _Checks(self.fmt)
+        self.v_limit = 2.0 ** (53 - self.fmt.bits) if x.dtype != torch.float64 else None
+        self._xf = None
+        self._next = None
+        self._k = None
+        self._owner = None
+        self._cw = self.c.to(self.fmt._work)
+
+    def encode(self, x, v):
+        self.checks.add("the input x", 0, x)
+        self.checks.add("the initial velocity v0", 0, v, limit=self.v_limit)
+        self.checks.raise_if_bad()
+        self.X, self.V = self.fmt.quantize(x), self.fmt.quantize(v)
+        v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
+        self.store = _pf.TensorBitStore(self.V, self.n_t, self.d_t, self.pairs, v_bound)
+        self._xf = None
+        self._owner = self
+
+    def _term(self, n, fx, check):
+        if check:
+            self.checks.add("(1 - gamma) * f(x)", n, fx, self.c_max)
+        # round((1 - gamma_i) * f * 2**bits): the power of two scales exactly
+        return torch.round(fx.to(self.fmt._work) * (self._cw * self.fmt.scale)).to(torch.int64)
+
+    def _fused(self, fx=None):
+        return None  # the fused kernels take scalar constants: the eager path (same bits)
+
+
+def _make_exact_momentum(gamma, x, bits=None):
+    """The exact arithmetic of a Momentum ResNet for a scalar or a per-feature gamma."""
+    if not _pf.is_per_feature(gamma):
+        g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
+        return _ExactMomentum(g, x, bits)
+    # the fractions are those of gamma in x's dtype: the values the autograd forward multiplies by
+    return _ExactMomentumPerFeature(gamma.detach().to(x.dtype), x, bits)
+
+
 def _momentum_pass(layers, arith, x, v):
     """The forward pass of a Momentum ResNet in ``arith`` (float or exact), no graph."""
     arith.encode(x, v)
@@ -902,7 +951,7 @@ class _MomentumFunction(torch.autograd.Function):
         arith = _walker(ctx)
         gamma = arith.gamma
         layers.begin_backward()
-        g_gamma = torch.zeros((), dtype=torch.float64, device=gx.device)
+        g_gamma = torch.zeros(ctx.gamma_shape, dtype=torch.float64, device=gx.device)
         for n in reversed(range(len(layers.functions))):
             arith.unstep_x()
             x = arith.x_float().detach().requires_grad_(True)
@@ -911,7 +960,7 @@ class _MomentumFunction(torch.autograd.Function):
                 arith.unstep_v(n, fx.detach())
             g_tot = gx + gv  # gradient reaching v_{n+1}
             if ctx.gamma_needs_grad:  # v_{n+1} = gamma v_n + (1-gamma) f  =>  d/dgamma = v_n - f
-                g_gamma += (g_tot * (arith.v_float() - fx.detach())).sum().to(torch.float64)
+                g_gamma += _pf.sum_to(g_tot * (arith.v_float() - fx.detach()), ctx.gamma_shape).to(torch.float64)
             gx = gx + layers.vjp(n, fx, x, (1 - gamma) * g_tot)
             gv = gamma * g_tot
         x_in = saved[0]
@@ -928,16 +977,18 @@ class _MomentumFunction(torch.autograd.Function):
 def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None, hint=""):
     """Run a Momentum ResNet storing no activations (``mode`` is ``"exact"`` or ``"float"``).
 
-    ``v`` is the initial velocity, or None for zero. ``gamma`` is a float or a 0-dim tensor (e.g. a
-    learnable parameter). ``hint`` is appended to shape errors. Returns ``(x_N, v_N)``.
+    ``v`` is the initial velocity, or None for zero. ``gamma`` is a float, a 0-dim tensor (e.g. a
+    learnable parameter) or a per-feature tensor broadcastable against ``x``
+    (``secondorder._perfeature``). ``hint`` is appended to shape errors. Returns ``(x_N, v_N)``.
     """
-    g = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
+    per_feature = _pf.is_per_feature(gamma)  # a tensor gamma of >= 1 dimension (secondorder._perfeature)
+    g = gamma.detach().to(x.dtype) if per_feature else float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
     layers = _Layers(functions, args, kwargs, x.device, hint=hint)
     v_zero = v is None
     if v_zero:
         v = torch.zeros_like(x)
     if mode == "exact":
-        run = _Run(layers, lambda b: _ExactMomentum(g, x, b), _ladder(x.dtype, bits), v_zero)
+        run = _Run(layers, lambda b: _make_exact_momentum(g, x, b), _ladder(x.dtype, bits), v_zero)
     else:
         run = _Run(layers, lambda b: _FloatMomentum(g, x), [None], v_zero)
     gamma_t = gamma if isinstance(gamma, torch.Tensor) else torch.tensor(g, dtype=x.dtype, device=x.device)
@@ -1110,12 +1161,13 @@ def coupling_memory_free(F_functions, G_functions, x1, x2, args, kwargs, mode, b
 def momentum_roundtrip(functions, x, v, gamma, args, kwargs, bits=None, hint=""):
     """A Momentum ResNet run forward in exact fixed point, then inverted (``secondorder.exact_roundtrip``).
 
-    ``v`` is the initial velocity or None (zero); ``gamma`` a float in (0, 1]. Returns the dict
-    described in ``exact_roundtrip``.
+    ``v`` is the initial velocity or None (zero); ``gamma`` a float in (0, 1], or a per-feature
+    tensor broadcastable against ``x`` (``secondorder._perfeature``). Returns the dict described in
+    ``exact_roundtrip``.
     """
     v = torch.zeros_like(x) if v is None else v
     layers = _Layers(functions, args, kwargs, x.device, hint=hint)
-    arith = _Run(layers, lambda b: _ExactMomentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
+    arith = _Run(layers, lambda b: _make_exact_momentum(gamma, x, b), _ladder(x.dtype, bits)).forward(_momentum_pass, x, v)
     X0, V0 = arith.fmt.quantize(x), arith.fmt.quantize(v)  # what encode started from
     out = {"x_N": arith.x_float(), "v_N": arith.v_float(), "store_bytes": arith.store.nbytes,
            "spills": arith.store.spills, "bits": arith.fmt.bits}

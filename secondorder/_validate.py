@@ -131,3 +131,37 @@ def check_finite(t: torch.Tensor, what: str) -> None:
     """Raise if ``t`` holds NaN or inf."""
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"non-finite values (NaN or inf) in {what}.")
+
+
+def check_rate_tensor(t, name: str, low: float, high: float | None, *, low_open: bool, what: str = "") -> torch.Tensor:
+    """A per-feature ``eps`` or ``gamma``: a floating-point tensor of at least one dimension with
+    every entry finite and in ``(low, high]`` / ``[low, high]`` (``high=None``: no upper bound).
+    Returns the detached values (no copy). ``what`` is appended to the error."""
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point():
+        raise TypeError(f"{name} must be a float, a 0-dim tensor or a floating-point tensor, got "
+                        f"{type(t).__name__}{' of dtype ' + str(t.dtype) if isinstance(t, torch.Tensor) else ''}.")
+    if t.numel() == 0:
+        raise ValueError(f"{name} is an empty tensor of shape {tuple(t.shape)}.")
+    a = t.detach()
+    bad = ~torch.isfinite(a) | (a <= low if low_open else a < low)
+    if high is not None:
+        bad |= a > high
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad.reshape(-1))[0])
+        rng = f"{'(' if low_open else '['}{low:g}, {'inf)' if high is None else f'{high:g}]'}"
+        raise ValueError(f"{name} has an entry {float(a.reshape(-1)[i])!r} (flat index {i}) outside "
+                         f"{rng}; every entry must be in {rng}.{what}")
+    return a
+
+
+def check_broadcast(name: str, shape, x_shape) -> None:
+    """A per-feature ``eps`` / ``gamma`` of ``shape`` must broadcast against the state ``x`` without
+    changing ``x``'s shape (e.g. ``(d,)`` or ``(1, d)`` for ``x`` of shape ``(batch, d)``)."""
+    try:
+        out = torch.broadcast_shapes(tuple(shape), tuple(x_shape))
+    except RuntimeError:
+        out = None
+    if out != torch.Size(x_shape):
+        raise ValueError(f"{name} has shape {tuple(shape)}, which does not broadcast against the state x of "
+                         f"shape {tuple(x_shape)} (it must, without enlarging x: e.g. ({x_shape[-1] if len(x_shape) else 1},) "
+                         f"for per-feature values along the last dimension).")

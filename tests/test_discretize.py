@@ -142,13 +142,22 @@ def test_to_ode_round_trip_and_learnable():
     assert back.eps == pytest.approx(0.25, rel=1e-14) and back.t1 == 2.0 and back.rtol == 1e-9
     assert so.to_ode(so.discretize(so.NeuralODE(F), 8)).eps == 0.0
     assert so.to_ode(so.ResNet([StepFunction(F, n / 4, 0.25, False) for n in range(4)])).eps == 0.0
+    # a learnable eps: the network holds that same eps and recomputes gamma = 1 - h/eps from it
     e = nn.Parameter(torch.tensor(0.5, dtype=D))
     net = so.discretize(so.SecondOrderODE(F, eps=e), 10)
-    assert isinstance(net.gamma, nn.Parameter) and float(net.gamma.detach()) == pytest.approx(0.8)
+    assert net.eps is e and sum(p is e for p in net.parameters()) == 1
+    assert float(net.gamma.detach()) == pytest.approx(0.8)
     ode2 = so.to_ode(net)
-    assert isinstance(ode2.eps, nn.Parameter) and float(ode2.eps.detach()) == pytest.approx(0.5)
+    assert ode2.eps is e
     net(torch.ones(2, 3, dtype=D)).sum().backward()
-    assert net.gamma.grad is not None and net.gamma.grad.abs() > 0
+    assert e.grad is not None and e.grad.abs() > 0
+    with torch.no_grad():
+        e.fill_(0.25)
+    assert float(net.gamma.detach()) == pytest.approx(0.6)  # follows eps
+    # a plain MomentumResNet with a learnable gamma still maps to a new, untied learnable eps
+    g = nn.Parameter(torch.tensor(0.8, dtype=D))
+    ode3 = so.to_ode(so.MomentumResNet(list(net.functions), gamma=g))
+    assert isinstance(ode3.eps, nn.Parameter) and float(ode3.eps.detach()) == pytest.approx(0.5)
 
 
 def test_to_ode_errors():

@@ -320,3 +320,17 @@ def test_second_backward_with_retain_graph():
     finally:
         set_fused(None)
     _assert_same(list(g1), list(ref))
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_per_feature_gamma_runs_eager_with_the_fused_kernels_bits(dtype):
+    """A per-feature gamma takes the eager integer path (the kernels take scalar constants): with
+    fused kernels forced, a constant per-feature gamma gives the scalar network's fused bits, and a
+    varying one gives the same bits fused or not."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 5, dtype=dtype)
+    const = torch.full((5,), 0.75, dtype=dtype)
+    _assert_same(_run(_mlp(5, dtype, 12, const), x, True), _run(_mlp(5, dtype, 12, 0.75), x, True))
+    varying = torch.tensor([0.9, 0.99, 0.75, 0.3141592, 0.5], dtype=dtype)
+    _assert_same(_run(_mlp(5, dtype, 12, varying), x, True), _run(_mlp(5, dtype, 12, varying), x, False))
