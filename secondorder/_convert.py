@@ -31,9 +31,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.transformer import _detect_is_causal_mask, _get_seq_len
 
-from ._nets import BACKWARDS, MomentumResNet
+from ._nets import BACKWARDS, MomentumResNet, check_any_gamma, set_gamma
 from ._reversible import _fastpath_disabled
-from ._validate import check_choice, check_gamma
+from ._validate import check_choice
 
 __all__ = [
     "to_momentum",
@@ -82,13 +82,10 @@ class _MomentumBlocks:
 
     def _init_momentum(self, gamma, backward, keep_first, fixed_point_bits):
         check_choice("backward", backward, BACKWARDS)
-        check_gamma(gamma, invertible=backward != "autograd")
+        check_any_gamma(gamma, invertible=backward != "autograd")
         if not isinstance(keep_first, bool):
             raise TypeError(f"keep_first must be a bool, got {type(keep_first).__name__}.")
-        if isinstance(gamma, nn.Parameter):
-            self.gamma = gamma  # registered: a learnable gamma is part of the state dict
-        else:
-            self.gamma = float(gamma)
+        set_gamma(self, gamma)  # as MomentumResNet stores it (a Parameter is in the state dict)
         self.backward = backward
         self.keep_first = keep_first
         self.fixed_point_bits = fixed_point_bits
@@ -351,7 +348,7 @@ def to_momentum(model, layers=None, gamma=0.9, backward="exact", keep_first=True
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
     check_choice("backward", backward, BACKWARDS)
-    check_gamma(gamma, invertible=backward != "autograd")
+    check_any_gamma(gamma, invertible=backward != "autograd")
     if layers is None:
         layers = _default_layers(model)
     if isinstance(layers, str):

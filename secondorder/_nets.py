@@ -74,6 +74,30 @@ def _warn_if_not_finite(what, *ts):
         )
 
 
+def check_any_gamma(gamma, invertible: bool) -> None:
+    """A Momentum ResNet's gamma: a number or 0-dim tensor in [0, 1] ((0, 1] when ``invertible``),
+    or a per-feature tensor with every entry so (``secondorder._perfeature``)."""
+    if _pf.is_per_feature(gamma):
+        _pf.check_gamma_tensor(gamma, invertible=invertible)
+    else:
+        check_gamma(gamma, invertible=invertible)
+
+
+def set_gamma(module: nn.Module, gamma) -> None:
+    """Store ``gamma`` on ``module`` as every Momentum ResNet container does: an ``nn.Parameter`` is
+    registered (learnable, in the state dict); any other tensor that requires grad (e.g. produced by
+    a hypernetwork) is kept with its graph, unregistered; a fixed per-feature tensor becomes the
+    buffer ``gamma``; anything else is stored as a float."""
+    if isinstance(gamma, nn.Parameter):
+        module.gamma = gamma
+    elif isinstance(gamma, torch.Tensor) and gamma.requires_grad:
+        object.__setattr__(module, "gamma", gamma)
+    elif _pf.is_per_feature(gamma):
+        module.register_buffer("gamma", gamma.detach().clone())
+    else:
+        module.gamma = float(gamma)
+
+
 class ResNet(nn.Module):
     """ResNet over residual functions: ``x_{n+1} = x_n + f_n(x_n, *args, **kwargs)``.
 
@@ -154,24 +178,14 @@ class MomentumResNet(nn.Module):
     def __init__(self, functions, gamma=0.9, backward="autograd", init_velocity=None, fixed_point_bits=None):
         super().__init__()
         check_choice("backward", backward, BACKWARDS)
-        if _pf.is_per_feature(gamma):
-            _pf.check_gamma_tensor(gamma, invertible=backward != "autograd")
-        else:
-            check_gamma(gamma, invertible=backward != "autograd")
+        check_any_gamma(gamma, invertible=backward != "autograd")
         if init_velocity is not None and not callable(init_velocity):
             raise TypeError(f"init_velocity must be a module or callable, got {type(init_velocity).__name__}.")
         if fixed_point_bits is not None:
             _exact.FixedPoint(torch.float32, fixed_point_bits)  # validates the value
         self._hint = _sequential_hint(functions)
         self.functions = _module_list(functions)
-        if isinstance(gamma, nn.Parameter):
-            self.gamma = gamma
-        elif isinstance(gamma, torch.Tensor) and gamma.requires_grad:
-            object.__setattr__(self, "gamma", gamma)  # e.g. produced by a hypernetwork: keep the graph
-        elif _pf.is_per_feature(gamma):
-            self.register_buffer("gamma", gamma.detach().clone())  # fixed per-feature gamma
-        else:
-            self.gamma = float(gamma)
+        set_gamma(self, gamma)
         self.backward = backward
         self.init_velocity = init_velocity
         self.fixed_point_bits = fixed_point_bits

@@ -223,6 +223,21 @@ def test_learnable_gamma_is_shared_and_saved():
     assert c.blocks.gamma.grad is not None and float(c.blocks.gamma.grad.abs()) > 0
 
 
+@pytest.mark.parametrize("backward", ["autograd", "exact"])
+def test_gamma_from_a_graph_keeps_its_gradient(backward):
+    # a gamma computed from other parameters (a hypernetwork, a schedule) reaches them, as it does
+    # for MomentumResNet: the converted container stores gamma the same way
+    raw = torch.tensor(0.5, dtype=D, requires_grad=True)
+    m = Model().to(D)
+    c = so.to_momentum(m, layers=["blocks"], gamma=torch.sigmoid(raw) + 0.2, backward=backward)
+    x = torch.randn(3, 4, dtype=D)
+    c.blocks(x).pow(2).sum().backward()
+    raw_ref = raw.detach().clone().requires_grad_(True)
+    _by_hand(m.blocks, x, torch.sigmoid(raw_ref) + 0.2, True, 1.0).pow(2).sum().backward()
+    assert raw.grad is not None and float(raw_ref.grad.abs()) > 0
+    assert abs(float(raw.grad - raw_ref.grad)) <= 1e-9 * abs(float(raw_ref.grad))
+
+
 def test_generic_errors():
     with pytest.raises(TypeError, match="no default `layers` for a Model"):
         so.to_momentum(Model())
