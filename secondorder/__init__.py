@@ -6,6 +6,7 @@ Momentum ResNet, a RevNet, a Neural ODE or a second-order ODE.
 
 from . import compat as compat
 from . import linear as linear
+from ._splitting import StrangMomentumResNet as StrangMomentumResNet
 from ._version import __version__ as __version__
 from .convert import to_momentum as to_momentum
 from .data import least_squares_problems as least_squares_problems

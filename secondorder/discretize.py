@@ -25,7 +25,7 @@ import math
 import torch
 from torch import nn
 
-from ._checks import check_eps, check_gamma
+from ._checks import check_choice, check_eps, check_gamma
 from .nets import MomentumResNet, ResNet
 from .ode import _ODE, SecondOrderODE
 
@@ -121,8 +121,16 @@ class StepFunction(nn.Module):
         return f"t_n={self.t_n:.6g}, h={self.h:.6g}"
 
 
-def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
+def discretize(ode, depth, backward="autograd", scheme="euler", **kwargs) -> MomentumResNet:
     """The Momentum ResNet of ``depth`` layers that discretizes ``ode`` on ``[0, ode.t1]``.
+
+    ``scheme`` picks the time stepping (``secondorder._splitting.SCHEMES``): ``"euler"`` (the
+    default, described below: semi-implicit Euler, order 1, needs ``h <= eps``) or ``"strang"``
+    (a ``secondorder.StrangMomentumResNet``: half drift, damped kick with
+    ``gamma = exp(-h/eps)`` and ``f_n(x) = h F(t_{n+1/2}, x)``, half drift; order 2, one ``F``
+    per layer, any depth; ``eps == 0`` gives ``gamma = 0``, the ``eps -> 0`` limit, which
+    needs ``backward="autograd"``; docs/theory.md §8). An unknown ``scheme`` raises
+    ``ValueError`` listing the choices.
 
     ``f_n = StepFunction(F, t_n = n h, h)`` (``f_n(x) = h F(t_n, x)``, sharing ``F``'s
     parameters), ``h = t1 / depth``, ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps``
@@ -137,6 +145,11 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
     if not isinstance(ode, _ODE):
         raise TypeError(f"ode must be a NeuralODE or SecondOrderODE, got {type(ode).__name__}.")
     depth = _check_depth(depth)
+    from ._splitting import SCHEMES, discretize_strang
+
+    check_choice("scheme", scheme, SCHEMES)
+    if scheme == "strang":
+        return discretize_strang(ode, depth, backward, **kwargs)
     eps = ode.eps
     gamma = gamma_from_eps(eps, depth, ode.t1)
     if isinstance(eps, nn.Parameter):
@@ -153,7 +166,9 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     with ``t_n = n * t1/depth`` and ``h = t1/depth``. ``eps = eps_from_gamma(gamma, depth, t1)``,
     except ``gamma == 0`` (and a ``secondorder.ResNet``), which give the first-order model
     ``eps = 0``: at this depth ``eps = h`` and ``eps = 0`` step to the same network (forward
-    Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A learnable
+    Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A
+    ``StrangMomentumResNet`` (``discretize(..., scheme="strang")``) needs ``t_n = (n + 1/2) h``
+    and maps back with ``eps = -h / log(gamma)`` (``gamma == 0``: ``eps = 0``). A learnable
     ``gamma`` gives a learnable ``eps`` (a new ``nn.Parameter``, not tied). ``ode_kwargs``
     (``method``, ``rtol``, ...) go to ``secondorder.SecondOrderODE``.
     """
@@ -165,6 +180,9 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     if depth == 0:
         raise ValueError("net has no residual functions; to_ode needs at least one layer.")
     h = t1 / depth
+    from ._splitting import StrangMomentumResNet, strang_eps
+
+    half = 0.5 if isinstance(net, StrangMomentumResNet) else 0.0  # strang evaluates at t_{n+1/2}
     F = None
     for n, f in enumerate(fs):
         if not isinstance(f, StepFunction):
@@ -179,11 +197,11 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
                 f"residual function {n} wraps a different F than function 0; to_ode needs one "
                 f"shared F (as discretize makes)."
             )
-        if not (math.isclose(f.h, h, rel_tol=1e-9) and math.isclose(f.t_n, n * h, rel_tol=1e-9,
+        if not (math.isclose(f.h, h, rel_tol=1e-9) and math.isclose(f.t_n, (n + half) * h, rel_tol=1e-9,
                                                                      abs_tol=1e-12 * t1)):
             raise ValueError(
                 f"residual function {n} has h = {f.h:.6g}, t_n = {f.t_n:.6g}, but t1 == {t1!r} "
-                f"with depth {depth} needs h = {h:.6g}, t_n = {n * h:.6g}; pass the t1 the "
+                f"with depth {depth} needs h = {h:.6g}, t_n = {(n + half) * h:.6g}; pass the t1 the "
                 f"network was discretized with ({f.h * depth:.6g})."
             )
     if isinstance(net, ResNet):
@@ -198,7 +216,7 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
                 "fixed; start the learnable gamma in (0, 1)."
             )
     else:
-        eps = eps_from_gamma(g, depth, t1)
+        eps = strang_eps(g, h) if half else eps_from_gamma(g, depth, t1)
         if isinstance(gamma, nn.Parameter):
             eps = nn.Parameter(torch.tensor(eps, dtype=gamma.dtype, device=gamma.device))
     return SecondOrderODE(F, eps=eps, t1=t1, **ode_kwargs)
