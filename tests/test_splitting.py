@@ -126,6 +126,18 @@ def test_one_step_is_the_splitting_and_the_chain_is_a_momentum_resnet():
         assert rel(xb, x0) < 1e-12 and rel(vb, h * u0) < 1e-12
 
 
+def test_init_velocity_is_applied_to_x0_before_the_half_drift():
+    fs = mlp_functions(6, d=3, h=5)
+    init = nn.Linear(3, 3).to(D)
+    x = torch.randn(2, 3, dtype=D)
+    with torch.no_grad():
+        a = so.StrangMomentumResNet(fs, 0.8, init_velocity=init)(x, return_velocity=True)
+        b = so.StrangMomentumResNet(fs, 0.8)(x, v0=init(x), return_velocity=True)
+        c = so.MomentumResNet(fs, 0.8)(x + init(x) / 2, v0=init(x), return_velocity=True)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert torch.equal(a[0], c[0] - c[1] / 2) and torch.equal(a[1], c[1])
+
+
 # -- gradients and exact reversal -----------------------------------------------------------------
 def grads(net, x, v0):
     net.zero_grad()
