@@ -173,7 +173,11 @@ def compute(quick: bool, seed: int, repeats: int = 1, gradients=True, memory: bo
             out["gradient_rows"], out["gradient_checks"] = gradient_rows(
                 quick, seed, 1, progress=lambda r: bar.update(), epss=epss)
     if memory:
-        out["memory_rows"] = memory_rows(seed)
+        from tqdm.auto import tqdm
+
+        total = sum(len(v) for v in MEMORY_SIZES.values())
+        with tqdm(total=total, desc="memory", unit="child", leave=False, disable=not sys.stderr.isatty()) as bar:
+            out["memory_rows"] = memory_rows(seed, progress=lambda r: bar.update())
     return out
 
 
