@@ -20,6 +20,7 @@ from ._discretize import StepFunction, discretize, eps_from_gamma, gamma_from_ep
 from ._errors import FixedPointOverflowError, NumericalError, ReconstructionError
 from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet, exact_roundtrip
 from ._ode import NeuralODE, SecondOrderODE
+from ._splitting import StrangMomentumResNet
 from ._tied import TiedMomentumResNet
 from ._version import __version__
 from .linear import NotRepresentableError
@@ -29,6 +30,7 @@ __all__ = [
     "ResNet",
     "MomentumResNet",
     "RevNet",
+    "StrangMomentumResNet",
     "BACKWARDS",
     "exact_roundtrip",
     # continuous models and the discrete <-> continuous maps

@@ -26,10 +26,19 @@ import torch
 from torch import nn
 
 from . import _perfeature as _pf
+from . import _splitting
 from ._nets import MomentumResNet, ResNet
 from ._ode import _ODE, SecondOrderODE
+from ._splitting import SCHEMES, StrangMomentumResNet, TiedStrangMomentumResNet
 from ._tied import TiedMomentumResNet, gamma_semi_implicit
-from ._validate import check_count, check_eps, check_gamma, check_rate_tensor, check_t1
+from ._validate import (
+    check_choice,
+    check_count,
+    check_eps,
+    check_gamma,
+    check_rate_tensor,
+    check_t1,
+)
 
 __all__ = ["gamma_from_eps", "eps_from_gamma", "discretize", "to_ode"]
 
@@ -141,8 +150,16 @@ class StepFunction(nn.Module):
         return f"t_n={self.t_n:.6g}, h={self.h:.6g}"
 
 
-def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
+def discretize(ode, depth, backward="autograd", scheme="euler", **kwargs) -> MomentumResNet:
     """The Momentum ResNet of ``depth`` layers that discretizes ``ode`` on ``[0, ode.t1]``.
+
+    ``scheme`` picks the time stepping (``secondorder._splitting.SCHEMES``): ``"euler"`` (the
+    default, described below: semi-implicit Euler, order 1, needs ``h <= eps``) or ``"strang"``
+    (a ``secondorder.StrangMomentumResNet``: half drift, damped kick with
+    ``gamma = exp(-h/eps)`` and ``f_n(x) = h F(t_{n+1/2}, x)``, half drift; order 2, one ``F``
+    per layer, any depth; ``eps == 0`` gives ``gamma = 0``, the ``eps -> 0`` limit, which
+    needs ``backward="autograd"``; docs/theory.md §8). An unknown ``scheme`` raises
+    ``ValueError`` listing the choices.
 
     ``f_n = StepFunction(F, t_n = n h, h)`` (``f_n(x) = h F(t_n, x)``, sharing ``F``'s
     parameters), ``h = t1 / depth``, ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps``
@@ -161,6 +178,9 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
     if not isinstance(ode, _ODE):
         raise TypeError(f"ode must be a NeuralODE or SecondOrderODE, got {type(ode).__name__}.")
     depth = check_count(depth, "depth")
+    check_choice("scheme", scheme, SCHEMES)
+    if scheme == "strang":
+        return _discretize_strang(ode, depth, backward, **kwargs)
     eps = ode.eps
     gamma = gamma_from_eps(eps, depth, ode.t1)  # validates depth against eps
     h = ode.t1 / depth
@@ -170,6 +190,26 @@ def discretize(ode, depth, backward="autograd", **kwargs) -> MomentumResNet:
     return MomentumResNet(fs, gamma=gamma, backward=backward, **kwargs)
 
 
+def _discretize_strang(ode, depth, backward, **kwargs) -> StrangMomentumResNet:
+    """``discretize(ode, depth, scheme="strang")``: ``f_n = h F(t_{n+1/2}, .)``, ``gamma =
+    exp(-h/eps)`` (per feature for a per-feature ``eps``; tied to a learnable one)."""
+    h = ode.t1 / depth
+    eps = ode.eps
+    fs = [StepFunction(ode.F, (n + 0.5) * h, h, ode.takes_time) for n in range(depth)]
+    if isinstance(eps, nn.Parameter):  # gamma tied to eps, recomputed at each forward
+        return TiedStrangMomentumResNet(fs, eps, h, backward=backward, **kwargs)
+    gamma = _splitting.strang_gamma(eps, h)
+    low = float(gamma.min()) if isinstance(gamma, torch.Tensor) else gamma
+    if low == 0.0 and backward != "autograd":
+        e = float(eps.min()) if isinstance(eps, torch.Tensor) else float(eps)
+        raise ValueError(
+            f"scheme='strang' with eps == {e!r} and h = t1/depth = {h:.6g} gives "
+            f"gamma = exp(-h/eps) == 0 (in float64), which cannot be inverted: use "
+            f"backward='autograd', a larger eps, or more layers."
+        )
+    return StrangMomentumResNet(fs, gamma=gamma, backward=backward, **kwargs)
+
+
 def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     """The ``secondorder.SecondOrderODE`` that ``net`` (made by ``discretize``) steps.
 
@@ -177,11 +217,13 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     with ``t_n = n * t1/depth`` and ``h = t1/depth``. ``eps = eps_from_gamma(gamma, depth, t1)``,
     except ``gamma == 0`` (and a ``secondorder.ResNet``), which give the first-order model
     ``eps = 0``: at this depth ``eps = h`` and ``eps = 0`` step to the same network (forward
-    Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A learnable
+    Euler), and ``eps = 0`` is the limit of fixed ``gamma = 0`` as the depth grows. A
+    ``StrangMomentumResNet`` (``discretize(..., scheme="strang")``) needs ``t_n = (n + 1/2) h``
+    and maps back with ``eps = -h / log(gamma)`` (``gamma == 0``: ``eps = 0``). A learnable
     ``gamma`` gives a learnable ``eps`` (a new ``nn.Parameter``, not tied); a network whose gamma
-    is tied to a learnable ``eps`` (``discretize`` of an ODE with a learnable ``eps``) gives an ODE
-    holding that same ``eps``. A per-feature ``gamma`` gives a per-feature ``eps`` (its entries
-    must be in (0, 1)). ``ode_kwargs``
+    is tied to a learnable ``eps`` (``discretize`` of an ODE with a learnable ``eps``, either
+    scheme) gives an ODE holding that same ``eps``. A per-feature ``gamma`` gives a per-feature
+    ``eps`` (its entries must be in (0, 1)). ``ode_kwargs``
     (``method``, ``rtol``, ...) go to ``secondorder.SecondOrderODE``.
     """
     if not isinstance(net, (MomentumResNet, ResNet)):
@@ -192,6 +234,7 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
     if depth == 0:
         raise ValueError("net has no residual functions; to_ode needs at least one layer.")
     h = t1 / depth
+    half = 0.5 if isinstance(net, StrangMomentumResNet) else 0.0  # strang evaluates at t_{n+1/2}
     F = None
     for n, f in enumerate(fs):
         if not isinstance(f, StepFunction):
@@ -206,11 +249,11 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
                 f"residual function {n} wraps a different F than function 0; to_ode needs one "
                 f"shared F (as discretize makes)."
             )
-        if not (math.isclose(f.h, h, rel_tol=1e-9) and math.isclose(f.t_n, n * h, rel_tol=1e-9,
+        if not (math.isclose(f.h, h, rel_tol=1e-9) and math.isclose(f.t_n, (n + half) * h, rel_tol=1e-9,
                                                                      abs_tol=1e-12 * t1)):
             raise ValueError(
                 f"residual function {n} has h = {f.h:.6g}, t_n = {f.t_n:.6g}, but t1 == {t1!r} "
-                f"with depth {depth} needs h = {h:.6g}, t_n = {n * h:.6g}; pass the t1 the "
+                f"with depth {depth} needs h = {h:.6g}, t_n = {(n + half) * h:.6g}; pass the t1 the "
                 f"network was discretized with ({f.h * depth:.6g})."
             )
     if isinstance(net, ResNet):
@@ -219,7 +262,13 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
         return SecondOrderODE(F, eps=net.eps, t1=t1, **ode_kwargs)
     gamma = net.gamma
     if _pf.is_per_feature(gamma):
-        eps = eps_from_gamma(gamma, depth, t1)
+        if half:
+            g = _pf.check_gamma_tensor(gamma, invertible=True).detach()
+            if bool((g == 1).any()):
+                raise ValueError("gamma has an entry == 1, which has no ODE limit (eps would be infinite).")
+            eps = -h / torch.log(g)
+        else:
+            eps = eps_from_gamma(gamma, depth, t1)
         if isinstance(gamma, nn.Parameter):
             eps = nn.Parameter(eps.clone())
         return SecondOrderODE(F, eps=eps, t1=t1, **ode_kwargs)
@@ -232,7 +281,7 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
                 "fixed; start the learnable gamma in (0, 1)."
             )
     else:
-        eps = eps_from_gamma(g, depth, t1)
+        eps = _splitting.strang_eps(g, h) if half else eps_from_gamma(g, depth, t1)
         if isinstance(gamma, nn.Parameter):
             eps = nn.Parameter(torch.tensor(eps, dtype=gamma.dtype, device=gamma.device))
     return SecondOrderODE(F, eps=eps, t1=t1, **ode_kwargs)

@@ -388,7 +388,13 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
     ``store_bytes`` the bit store's size at the end of the forward pass, ``spills`` when it was
     spilled and ``bits`` the fixed-point format used (``bits`` defaults to
     ``net.fixed_point_bits``; None tries the dtype's ladder, finest first).
+
+    A ``StrangMomentumResNet`` round-trips its chain from ``z_0 = x_0 + v_0 / 2``: ``bit_exact``
+    is the chain's check on ``(z_0, v_0)``, ``z_N``/``z0`` are the chain's states and
+    ``x_N``/``x0`` the full-step positions ``z - v / 2`` (float operations).
     """
+    if hasattr(net, "_exact_roundtrip"):  # a network built around a chain (StrangMomentumResNet)
+        return net._exact_roundtrip(x, *args, v0=v0, bits=bits, **kwargs)
     bits = net.fixed_point_bits if bits is None else bits
     if isinstance(net, MomentumResNet):
         gamma = net._checked_gamma(x, invertible=True)

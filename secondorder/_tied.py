@@ -75,14 +75,23 @@ class TiedMomentumResNet(MomentumResNet):
 
     def _checked_gamma(self, x, invertible):
         e = self.eps.detach()
-        low = e.min() if e.dim() > 0 else e
-        if not bool(torch.isfinite(e).all()) or not float(low) > 0 or (
-                float(low) < self.h * (1 - 1e-12) if not invertible else float(low) <= self.h):
-            raise ValueError(
-                f"the learnable eps reached {float(low)!r} (smallest entry), but this network's step is "
-                f"h = {self.h:.6g}: gamma = 1 - h/eps must be {'in (0, 1]' if invertible else 'in [0, 1]'}, "
-                f"so eps must stay {'>' if invertible else '>='} h. Discretize with a larger depth, or keep "
-                f"eps above h (e.g. clamp it after each optimizer step).")
+        low = float(e.min()) if e.dim() > 0 else float(e)
+        bad = not bool(torch.isfinite(e).all()) or not low > 0
+        if not bad:
+            g = self.gamma_map(e, self.h)
+            g_low = float(g.min()) if isinstance(g, torch.Tensor) and g.dim() > 0 else float(g)
+            bad = not (g_low > 0 if invertible else g_low > -1e-12)  # 1 - h/eps at eps == h rounds
+        if bad:
+            rng = "in (0, 1]" if invertible else "in [0, 1]"
+            if self.gamma_map is gamma_semi_implicit:
+                need = (f"gamma = 1 - h/eps must be {rng}, so eps must stay {'>' if invertible else '>='} h. "
+                        f"Discretize with a larger depth, or keep eps above h (e.g. clamp it after each "
+                        f"optimizer step).")
+            else:
+                need = (f"gamma = gamma_map(eps, h) must be {rng}: keep eps > 0 and not so small that "
+                        f"gamma underflows to 0 (e.g. clamp it after each optimizer step), or use more layers.")
+            raise ValueError(f"the learnable eps reached {low!r} (smallest entry), but this network's step is "
+                             f"h = {self.h:.6g}: {need}")
         return super()._checked_gamma(x, invertible)
 
     def extra_repr(self):

@@ -21,3 +21,46 @@ def test_speed_benchmark_runs_and_tabulates():
     assert row["config"] == "mlp-64" and row["elements"] == 512 * 64
     assert all(row[f"{m}_ms"] > 0 for m in ("autograd", "exact", "float"))
     assert "| mlp-64 | 32768 |" in speed_table(result)
+
+
+def test_alf_baseline_is_second_order_and_its_memory_free_gradient_is_autograds():
+    # benchmarks/_alf.py (MALI's asynchronous leapfrog): order 2 against DOP853 at eps = 1, and
+    # the reverse-walk backward equals plain autograd through the same steps (float64)
+    import numpy as np
+    import torch
+
+    from benchmarks._alf import _step, alf_solve
+    from theory.continuous_limit import TimeMLP
+    from theory.splitting import reference
+
+    D = torch.float64
+    F = TimeMLP(d=3, width=8, seed=0)
+    x0 = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=D)
+    u0 = torch.zeros_like(x0)
+    ref = reference(F, 1.0, x0, u0)
+    Ns = [16, 32, 64, 128]
+    with torch.no_grad():
+        errs = [float((alf_solve(F, 1.0, x0, u0, N)[0] - ref[0]).norm() / ref[0].norm()) for N in Ns]
+    assert -2.1 <= np.polyfit(np.log(Ns), np.log(errs), 1)[0] <= -1.9
+
+    eps, N = 0.5, 40
+
+    def grads(memory_free):
+        F.zero_grad()
+        x = x0.clone().requires_grad_(True)
+        if memory_free:
+            xN, uN = alf_solve(F, eps, x, u0, N)
+        else:
+            def field(t, y):
+                return (y[1], (F(torch.tensor(float(t), dtype=D), y[0]) - y[1]) / eps)
+
+            y, w = (x, u0), field(0.0, (x, u0))
+            for n in range(N):
+                y, w = _step(field, n / N, 1 / N, 1.0, y, w)
+            xN, uN = y
+        ((xN**2).sum() + uN.sin().sum()).backward()
+        return [x.grad] + [p.grad.clone() for p in F.parameters()]
+
+    a, b = grads(True), grads(False)
+    num = sum(((p - q) ** 2).sum() for p, q in zip(a, b)).sqrt()
+    assert float(num / sum((q**2).sum() for q in b).sqrt()) < 1e-12

@@ -11,4 +11,5 @@ SCRIPTS = {
     "fixed_points": "fixed_points",
     "expressivity": "expressivity",
     "initial_velocity": "initial_velocity",
+    "splitting": "splitting",
 }

@@ -30,6 +30,7 @@ _LIN = [_lin] + [importlib.import_module(f"secondorder.linear.{m}")
 _nets = importlib.import_module("secondorder._nets")
 _ode = importlib.import_module("secondorder._ode")
 _rev = importlib.import_module("secondorder._reversible")
+_split = importlib.import_module("secondorder._splitting")
 _steps = importlib.import_module("secondorder._steps")
 
 
@@ -58,6 +59,7 @@ _Psi = _lin.Psi
 _analyse = importlib.import_module("secondorder.linear._spectral")._analyse
 _m_eps = _lin.m_eps
 _ode_init = _ode._ODE.__init__
+_strang_gamma = _split.strang_gamma
 
 
 def _bind_all(name, fn, modules):
@@ -181,7 +183,26 @@ def _ignore_init_velocity():
     return [(_nets.MomentumResNet, "_start", start)]
 
 
+def _strang_euler_gamma():
+    def strang_gamma(eps, h):
+        _strang_gamma(eps, h)  # validation as before, then the Euler scheme's 1 - h/eps
+        return 0.0 if eps == 0 else max(0.0, 1.0 - float(h) / float(eps))
+
+    return [(_split, "strang_gamma", strang_gamma)]
+
+
+def _strang_no_final_drift():
+    def forward(self, x, *args, v0=None, return_velocity=False, **kwargs):
+        v = self._start(x, v0)
+        z = x if v is None else x + 0.5 * v
+        z, v = _nets.MomentumResNet.forward(self, z, *args, v0=v, return_velocity=True, **kwargs)
+        return (z, v) if return_velocity else z  # x_N = z_N: the last half drift is missing
+
+    return [(_split.StrangMomentumResNet, "forward", forward)]
+
+
 R, C, F, E = "representability", "continuous_limit", "fixed_points", "expressivity"
+S = "splitting"
 MUTATIONS = [
     Mutation("swap_gamma", "v <- (1 - gamma) v + gamma f(x) in the momentum step", _swap_gamma,
              [(F, "momentum: det of 1 layer"), (F, "== heavy ball"), (C, "linear closed form")]),
@@ -208,6 +229,10 @@ MUTATIONS = [
              [(R, "Psi = so.SecondOrderODE time-t1 map (eps=0.5"), (C, "solver matches psi_eps")]),
     Mutation("ignore_init_velocity", "MomentumResNet starts from v_0 = 0 whatever init_velocity says",
              _ignore_init_velocity, [("initial_velocity", "Momentum ResNet, v_0 = B x_0 learned")]),
+    Mutation("strang_euler_gamma", "the splitting's kick with gamma = 1 - h/eps instead of exp(-h/eps)",
+             _strang_euler_gamma, [(S, "strang: order of x_N"), (S, "linear closed form S^-1 M^N S")]),
+    Mutation("strang_no_final_drift", "the splitting network returns z_N = x_N + v_N/2 (no last half drift)",
+             _strang_no_final_drift, [(S, "strang: order of x_N"), (S, "linear closed form S^-1 M^N S")]),
 ]
 BY_NAME = {m.name: m for m in MUTATIONS}
 # catches that need a training run (tests/test_theory_mutations.py runs them under the ``slow`` mark)
@@ -265,6 +290,8 @@ def behaviour_changes(mutation):
         return float(np.abs(_lin.Psi(-3.0 * np.eye(2), 1.0)).sum())
     if name == "drop_culver_parity":
         return _lin.is_representable(torch.diag(torch.tensor([-1.0, 1.0])).numpy(), 0.0)
+    if name.startswith("strang"):
+        return so.discretize(so.SecondOrderODE(lambda z: -z, eps=1.0), 8, scheme="strang")(x)
     if name.startswith("m_eps"):
         return _lin.m_eps(2.0)[0]
     return None
