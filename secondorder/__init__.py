@@ -16,7 +16,7 @@ users work with them directly:
 
 from . import compat, data, exact, linear
 from ._convert import to_momentum
-from ._discretize import StepFunction, discretize, eps_from_gamma, gamma_from_eps, min_depth, to_ode
+from ._discretize import SCHEMES, StepFunction, discretize, eps_from_gamma, gamma_from_eps, min_depth, to_ode
 from ._errors import FixedPointOverflowError, NumericalError, ReconstructionError
 from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet, exact_roundtrip
 from ._ode import NeuralODE, SecondOrderODE
@@ -37,6 +37,7 @@ __all__ = [
     "NeuralODE",
     "SecondOrderODE",
     "discretize",
+    "SCHEMES",
     "to_ode",
     "StepFunction",
     "TiedMomentumResNet",

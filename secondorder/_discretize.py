@@ -40,7 +40,7 @@ from ._validate import (
     check_t1,
 )
 
-__all__ = ["gamma_from_eps", "eps_from_gamma", "discretize", "to_ode"]
+__all__ = ["gamma_from_eps", "eps_from_gamma", "min_depth", "StepFunction", "SCHEMES", "discretize", "to_ode"]
 
 # gamma = 1 - h/eps is computed in float64; a result in (-_ROUND, 0) is rounding of an exact 0
 # (e.g. t1 = 1, eps = 0.1, depth = 10) and is set to 0.
@@ -151,28 +151,28 @@ class StepFunction(nn.Module):
 
 
 def discretize(ode, depth, backward="autograd", scheme="euler", **kwargs) -> MomentumResNet:
-    """The Momentum ResNet of ``depth`` layers that discretizes ``ode`` on ``[0, ode.t1]``.
+    """The network of ``depth`` layers that discretizes ``ode`` on ``[0, ode.t1]``, ``h = t1 / depth``.
 
-    ``scheme`` picks the time stepping (``secondorder._splitting.SCHEMES``): ``"euler"`` (the
-    default, described below: semi-implicit Euler, order 1, needs ``h <= eps``) or ``"strang"``
-    (a ``secondorder.StrangMomentumResNet``: half drift, damped kick with
-    ``gamma = exp(-h/eps)`` and ``f_n(x) = h F(t_{n+1/2}, x)``, half drift; order 2, one ``F``
-    per layer, any depth; ``eps == 0`` gives ``gamma = 0``, the ``eps -> 0`` limit, which
-    needs ``backward="autograd"``; docs/theory.md §8). An unknown ``scheme`` raises
-    ``ValueError`` listing the choices.
+    ``scheme`` picks the time stepping (``SCHEMES``); both use one evaluation of ``F`` per layer,
+    share ``F``'s parameters (``f_n = StepFunction(F, t, h)``, ``f_n(x) = h F(t, x)``) and accept
+    every ``backward`` mode:
 
-    ``f_n = StepFunction(F, t_n = n h, h)`` (``f_n(x) = h F(t_n, x)``, sharing ``F``'s
-    parameters), ``h = t1 / depth``, ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps``
-    (0 for ``eps == 0``: forward Euler). A per-feature ``eps`` gives the per-feature ``gamma``.
-    A learnable ``eps`` (``nn.Parameter``, scalar or per-feature) gives a
-    ``secondorder._tied.TiedMomentumResNet``: the network holds the ODE's own ``eps`` (``net.eps``)
-    and recomputes ``gamma = 1 - h/eps`` from it at every forward pass, so ``eps`` itself gets the
+    - ``"euler"`` (default): a ``secondorder.MomentumResNet`` with ``f_n`` at ``t_n = n h`` and
+      ``gamma = gamma_from_eps(eps, depth, t1) = 1 - h/eps`` (0 for ``eps == 0``: forward Euler),
+      the semi-implicit Euler step, order 1 (docs/theory.md §2.2). Raises ``ValueError`` if
+      ``h > eps``, naming the minimum depth ``ceil(t1/eps)``.
+    - ``"strang"``: a ``secondorder.StrangMomentumResNet`` (half drift, damped kick, half drift)
+      with ``f_n`` at ``t_{n+1/2} = (n + 1/2) h`` and ``gamma = exp(-h/eps)``, order 2 at any
+      depth (docs/theory.md §8). ``eps == 0`` gives ``gamma = 0`` (the ``eps -> 0`` limit), which
+      only ``backward="autograd"`` accepts.
+
+    An unknown ``scheme`` raises ``ValueError`` listing the choices. A per-feature ``eps`` gives
+    the per-feature ``gamma``. A learnable ``eps`` (``nn.Parameter``, scalar or per-feature) gives
+    a network that is also a ``secondorder.TiedMomentumResNet``: it holds the ODE's own ``eps``
+    (``net.eps``) and recomputes ``gamma`` from it at every forward pass, so ``eps`` itself gets the
     gradient (exactly, with ``backward="exact"``); ``net.gamma`` is then a read-only tensor.
-    ``backward`` (and any
-    other keyword, e.g. ``init_velocity``) goes to ``secondorder.MomentumResNet``;
-    ``backward="exact"`` gives gradients of the discretized ODE at memory independent of depth.
-
-    Raises ``ValueError`` if ``t1 / depth > eps`` (naming the minimum depth ``ceil(t1/eps)``).
+    ``backward`` and any other keyword (e.g. ``init_velocity``) go to the network; with
+    ``backward="exact"`` the gradients of the discretized ODE cost memory independent of depth.
     The network's velocity is ``v_n ~ h x'(t_n)``: pass ``v0 = h * ode_v0``.
     """
     if not isinstance(ode, _ODE):
