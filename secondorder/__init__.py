@@ -16,7 +16,15 @@ users work with them directly:
 
 from . import compat, data, exact, linear
 from ._convert import to_momentum
-from ._discretize import SCHEMES, StepFunction, discretize, eps_from_gamma, gamma_from_eps, min_depth, to_ode
+from ._discretize import (
+    SCHEMES,
+    StepFunction,
+    discretize,
+    eps_from_gamma,
+    gamma_from_eps,
+    min_depth,
+    to_ode,
+)
 from ._errors import FixedPointOverflowError, NumericalError, ReconstructionError
 from ._nets import BACKWARDS, MomentumResNet, ResNet, RevNet, exact_roundtrip
 from ._ode import NeuralODE, SecondOrderODE

@@ -726,9 +726,13 @@ class _ExactMomentum(MomentumArithmetic):
         self.checks.raise_if_bad()
         self.X, self.V = self.fmt.quantize(x), self.fmt.quantize(v)
         v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
-        self.store = _exact.BitStore(self.V, self.frac, v_bound)
+        self.store = self._new_store(v_bound)
         self._xf = None
         self._owner = self  # fresh tensors from quantize and the store
+
+    def _new_store(self, v_bound):
+        """The bit store of the quantized velocity ``self.V`` (one fraction for every entry)."""
+        return _exact.BitStore(self.V, self.frac, v_bound)
 
     def x_float(self):
         xf, self._xf = _cached_float(self._xf, self.X), None
@@ -886,15 +890,8 @@ class _ExactMomentumPerFeature(_ExactMomentum):
         self._owner = None
         self._cw = self.c.to(self.fmt._work)
 
-    def encode(self, x, v):
-        self.checks.add("the input x", 0, x)
-        self.checks.add("the initial velocity v0", 0, v, limit=self.v_limit)
-        self.checks.raise_if_bad()
-        self.X, self.V = self.fmt.quantize(x), self.fmt.quantize(v)
-        v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
-        self.store = _pf.TensorBitStore(self.V, self.n_t, self.d_t, self.pairs, v_bound)
-        self._xf = None
-        self._owner = self
+    def _new_store(self, v_bound):
+        return _pf.TensorBitStore(self.V, self.n_t, self.d_t, self.pairs, v_bound)
 
     def _term(self, n, fx, check):
         if check:

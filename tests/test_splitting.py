@@ -33,8 +33,9 @@ class TimeField(nn.Module):
         return self.l2(torch.tanh(self.l1(x) + t * self.c))
 
 
-def reference(F, eps, x0, u0, t1=1.0):
-    """``(x(t1), x'(t1))`` by scipy's DOP853 at rtol 1e-13 (eps > 0) on the first-order system."""
+def reference(F, eps, x0, u0, t1=1.0, method="DOP853", rtol=1e-13, atol=1e-15):
+    """``(x(t1), x'(t1))`` by scipy's ``solve_ivp`` (DOP853 at rtol 1e-13 unless said) on the
+    first-order system of ``eps x'' + x' = F(t, x)`` (eps > 0)."""
     shape = x0.shape
 
     def rhs(t, y):
@@ -44,7 +45,7 @@ def reference(F, eps, x0, u0, t1=1.0):
         return np.concatenate([u.reshape(-1).numpy(), du.reshape(-1).numpy()])
 
     y0 = np.concatenate([x0.reshape(-1).numpy(), u0.reshape(-1).numpy()])
-    sol = solve_ivp(rhs, (0.0, t1), y0, method="DOP853", rtol=1e-13, atol=1e-15)
+    sol = solve_ivp(rhs, (0.0, t1), y0, method=method, rtol=rtol, atol=atol)
     assert sol.success
     y = torch.from_numpy(sol.y[:, -1])
     return y[: y.numel() // 2].reshape(shape), y[y.numel() // 2:].reshape(shape)
@@ -234,21 +235,9 @@ def test_eps_to_zero_with_h_fixed_is_stable_and_first_order():
     # eps = 1e-4, h = 0.1 .. 0.0125 (h / eps >= 125): gamma = exp(-h/eps) underflows to ~0 and the
     # scheme is forward Euler on z = x + v/2 (docs/theory.md §8): bounded, order 1 against the
     # stiff reference (Radau); the Euler scheme refuses these depths (h > eps)
-    from scipy.integrate import solve_ivp as ivp
-
     F, x0, u0 = problem(3)
     eps = 1e-4
-    shape = x0.shape
-
-    def rhs(t, y):
-        x, u = torch.from_numpy(y[: y.size // 2].reshape(shape)), torch.from_numpy(y[y.size // 2:].reshape(shape))
-        with torch.no_grad():
-            du = (F(torch.tensor(t, dtype=D), x) - u) / eps
-        return np.concatenate([u.reshape(-1).numpy(), du.reshape(-1).numpy()])
-
-    sol = ivp(rhs, (0, 1), np.concatenate([x0.reshape(-1).numpy(), u0.reshape(-1).numpy()]),
-              method="Radau", rtol=1e-10, atol=1e-12)
-    xref = torch.from_numpy(sol.y[: x0.numel(), -1]).reshape(shape)
+    xref, _ = reference(F, eps, x0, u0, method="Radau", rtol=1e-10, atol=1e-12)
     ode = so.SecondOrderODE(F, eps=eps)
     Ns = [10, 20, 40, 80]
     errs = []

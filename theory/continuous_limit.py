@@ -177,14 +177,22 @@ def gradient_errors(F, x0, epss, rtol=1e-8, atol=1e-10, depth_per_unit=8):
     return out
 
 
-def run(quick: bool, seed: int, only=None) -> list[Claim]:
-    """All claims of this script (``only``: substrings of the claim names to run)."""
+def time_problem(seed: int):
+    """The time-dependent test problem of the convergence claims: ``F = TimeMLP(seed)``, a batch of
+    16 two-dimensional ``x0`` and initial velocities ``u0``; also returns the generator that drew
+    them (later draws continue from it). Seeds torch's global generator too."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    ck = Checks(SECTION, only)
     F = TimeMLP(seed=seed)
     x0 = torch.randn(16, 2, generator=g, dtype=D)
     u0 = 0.5 * torch.randn(16, 2, generator=g, dtype=D)
+    return F, x0, u0, g
+
+
+def run(quick: bool, seed: int, only=None) -> list[Claim]:
+    """All claims of this script (``only``: substrings of the claim names to run)."""
+    ck = Checks(SECTION, only)
+    F, x0, u0, g = time_problem(seed)
     A = linear_matrix(seed=seed)
     xl = torch.randn(8, 3, generator=g, dtype=D)
     ul = torch.randn(8, 3, generator=g, dtype=D)

@@ -24,7 +24,7 @@ from scipy.integrate import solve_ivp
 import secondorder as so
 
 from ._claim import Checks, Claim, fmt, lazy
-from .continuous_limit import TimeMLP, fit_slope, rel
+from .continuous_limit import fit_slope, rel, time_problem
 
 SECTION = "splitting"
 D = torch.float64
@@ -87,12 +87,8 @@ def linear_growth(lam, eps, N, t1=None):
 
 def run(quick: bool, seed: int, only=None) -> list[Claim]:
     """All claims of this script (``only``: substrings of the claim names to run)."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
     ck = Checks(SECTION, only)
-    F = TimeMLP(seed=seed)
-    x0 = torch.randn(16, 2, generator=g, dtype=D)
-    u0 = 0.5 * torch.randn(16, 2, generator=g, dtype=D)
+    F, x0, u0, g = time_problem(seed)
     Ns = NS_QUICK if quick else NS
 
     # 1. order 2 in x and v/h; the euler scheme's order 1 on the same problem
