@@ -44,7 +44,7 @@ import torch
 
 import secondorder as so
 from benchmarks._alf import alf_solve
-from theory.continuous_limit import D, Linear, TimeMLP, linear_exact, linear_matrix, rel
+from scripts.problems import D, Linear, TimeMLP, linear_exact, linear_matrix, rel
 
 EPSS = [0.1, 1.0, 10.0]
 T1 = 1.0

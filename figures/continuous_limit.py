@@ -14,16 +14,8 @@ import torch
 from matplotlib.ticker import NullFormatter
 
 from figures._style import COLORS, new_figure
-from theory.continuous_limit import (
-    NS,
-    NS_QUICK,
-    ZERO_EPSS,
-    D,
-    TimeMLP,
-    convergence,
-    eps_to_zero,
-    fixed_gamma,
-)
+from scripts.problems import D, TimeMLP
+from theory.continuous_limit import NS, NS_QUICK, ZERO_EPSS, convergence, eps_to_zero, fixed_gamma
 
 EPSS = [0.1, 1.0, 10.0]
 

@@ -1,2 +1,2 @@
-"""Non-installed code of the checkout: the setup script, the docs hooks and the helpers the
-scripts share (``scripts.shared``)."""
+"""Non-installed code of the checkout: the setup script, the docs hooks, the helpers the
+scripts share (``scripts.shared``) and their common test problems (``scripts.problems``)."""

@@ -30,7 +30,7 @@ def test_alf_baseline_is_second_order_and_its_memory_free_gradient_is_autograds(
     import torch
 
     from benchmarks._alf import _step, alf_solve
-    from theory.continuous_limit import TimeMLP
+    from scripts.problems import TimeMLP
     from theory.splitting import reference
 
     D = torch.float64

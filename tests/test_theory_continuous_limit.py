@@ -45,7 +45,7 @@ def test_solver_benchmark_reference_matches_closed_form():
     import torch
 
     from benchmarks.solvers import REF_TOL, scipy_solve
-    from theory.continuous_limit import D, Linear, linear_exact, linear_matrix, rel
+    from scripts.problems import D, Linear, linear_exact, linear_matrix, rel
 
     A = linear_matrix(4, seed=0)
     x0 = torch.randn(8, 4, dtype=D)

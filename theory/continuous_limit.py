@@ -19,17 +19,23 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.linalg
 import torch
 from torch import nn
 
 import secondorder as so
-from secondorder.linear import companion
+from scripts.problems import (
+    D,
+    Linear,
+    fit_slope,
+    linear_exact,
+    linear_matrix,
+    rel,
+    time_problem,
+)
 
 from ._claim import Checks, Claim, fmt, lazy
 
 SECTION = "continuous limit"
-D = torch.float64
 # The fit band N = 32..4096 (8 resolutions): the error of a first-order method is C1 h + C2 h^2;
 # with h <= 1/32 and h/eps <= 0.31 (eps >= 0.1) the h^2 term changes the local slope by < 0.05
 # (checked: local slopes -1.0x at both ends), and at N = 4096 the error (~1e-4..1e-5) is still
@@ -44,61 +50,6 @@ NS_QUICK = NS[:6]
 ZERO_TOL = dict(method="dopri5", rtol=1e-8, atol=1e-10)
 # 5 values with eps <= 0.04: the O(eps^2) part of the gap moves the slope by < 0.03 here
 ZERO_EPSS = [0.04, 0.02, 0.01, 0.005, 0.0025]
-
-
-class TimeMLP(nn.Module):
-    """A time-dependent neural field ``F(t, x) = W2 tanh(W1 x + b1 + t c) + b2`` (d -> d)."""
-
-    def __init__(self, d=2, width=16, seed=0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.l1 = nn.Linear(d, width).to(D)
-        self.l2 = nn.Linear(width, d).to(D)
-        self.c = nn.Parameter(torch.randn(width, generator=g, dtype=D))
-        with torch.no_grad():
-            for p in (self.l1.weight, self.l1.bias, self.l2.weight, self.l2.bias):
-                p.copy_(torch.randn(p.shape, generator=g, dtype=D) / math.sqrt(p.shape[-1]))
-
-    def forward(self, t, x):
-        return self.l2(torch.tanh(self.l1(x) + t * self.c))
-
-
-class Linear(nn.Module):
-    """``F(x) = x A^T`` (a module taking ``x`` only)."""
-
-    def __init__(self, A):
-        super().__init__()
-        self.A = nn.Parameter(torch.as_tensor(A, dtype=D))
-
-    def forward(self, x):
-        return x @ self.A.T
-
-
-def linear_matrix(d=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return -0.5 * torch.eye(d, dtype=D) + 0.6 * torch.randn(d, d, generator=g, dtype=D) / math.sqrt(d)
-
-
-def linear_exact(A, eps, x0, u0, t1=1.0):
-    """``(x(t1), x'(t1))`` of ``eps x'' + x' = A x`` from the matrix exponential (eps = 0: expm(A))."""
-    A = torch.as_tensor(A).numpy()
-    d = A.shape[0]
-    if eps == 0:
-        x = x0.numpy() @ scipy.linalg.expm(t1 * A).T
-        return torch.from_numpy(x), torch.from_numpy(x @ A.T)
-    B = companion(A, eps)
-    y = np.concatenate([x0.numpy(), u0.numpy()], -1) @ scipy.linalg.expm(t1 * B).T
-    return torch.from_numpy(y[..., :d]), torch.from_numpy(y[..., d:])
-
-
-def rel(a, b) -> float:
-    a, b = a.detach(), b.detach()
-    return float((a - b).norm() / b.norm())
-
-
-def fit_slope(xs, ys) -> float:
-    """Least-squares slope of ``log ys`` against ``log xs``."""
-    return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)[0])
 
 
 @torch.no_grad()
@@ -175,18 +126,6 @@ def gradient_errors(F, x0, epss, rtol=1e-8, atol=1e-10, depth_per_unit=8):
             gs.append(torch.cat([p.grad.reshape(-1) for p in F.parameters()]))
         out["exact"].append(rel(gs[1], gs[0]))
     return out
-
-
-def time_problem(seed: int):
-    """The time-dependent test problem of the convergence claims: ``F = TimeMLP(seed)``, a batch of
-    16 two-dimensional ``x0`` and initial velocities ``u0``; also returns the generator that drew
-    them (later draws continue from it). Seeds torch's global generator too."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    F = TimeMLP(seed=seed)
-    x0 = torch.randn(16, 2, generator=g, dtype=D)
-    u0 = 0.5 * torch.randn(16, 2, generator=g, dtype=D)
-    return F, x0, u0, g
 
 
 def run(quick: bool, seed: int, only=None) -> list[Claim]:

@@ -22,9 +22,9 @@ import torch
 from scipy.integrate import solve_ivp
 
 import secondorder as so
+from scripts.problems import fit_slope, rel, time_problem
 
 from ._claim import Checks, Claim, fmt, lazy
-from .continuous_limit import fit_slope, rel, time_problem
 
 SECTION = "splitting"
 D = torch.float64
