@@ -3,7 +3,9 @@
 Not installed with the library. ``TimeMLP`` is a time-dependent neural field, ``Linear`` the
 linear field whose flow is a matrix exponential (``linear_exact``, through the companion matrix of
 the first-order system), ``time_problem`` the batch the convergence claims and benchmarks use; all
-float64. ``rel`` and ``fit_slope`` are the error measure and the convergence-order fit.
+float64. ``rel`` and ``fit_slope`` are the error measure and the convergence-order fit;
+``reference`` (the second-order system) and ``ivp_psi`` (its scalar linear case) are the tight
+``scipy`` solutions the claims and tests compare against.
 """
 
 from __future__ import annotations
@@ -13,11 +15,23 @@ import math
 import numpy as np
 import scipy.linalg
 import torch
+from scipy.integrate import solve_ivp
 from torch import nn
 
 from secondorder.linear import companion
 
-__all__ = ["D", "TimeMLP", "Linear", "linear_matrix", "linear_exact", "rel", "fit_slope", "time_problem"]
+__all__ = [
+    "D",
+    "TimeMLP",
+    "Linear",
+    "linear_matrix",
+    "linear_exact",
+    "rel",
+    "fit_slope",
+    "time_problem",
+    "reference",
+    "ivp_psi",
+]
 
 D = torch.float64
 
@@ -87,3 +101,31 @@ def time_problem(seed: int):
     x0 = torch.randn(16, 2, generator=g, dtype=D)
     u0 = 0.5 * torch.randn(16, 2, generator=g, dtype=D)
     return F, x0, u0, g
+
+
+def reference(F, eps, x0, u0, t1=1.0, method="DOP853", rtol=1e-13, atol=1e-15):
+    """``(x(t1), x'(t1))`` of ``eps x'' + x' = F(t, x)`` (``eps > 0``, ``x'(0) = u0``) by scipy's
+    ``solve_ivp`` on the first-order system (DOP853 at rtol 1e-13 unless said): the tight
+    reference of the convergence claims and tests."""
+    shape, k = x0.shape, x0.numel()
+
+    def rhs(t, y):
+        x, u = torch.from_numpy(y[:k].reshape(shape)), torch.from_numpy(y[k:].reshape(shape))
+        with torch.no_grad():
+            du = (F(torch.tensor(t, dtype=D), x) - u) / eps
+        return np.concatenate([u.reshape(-1).numpy(), du.reshape(-1).numpy()])
+
+    y0 = np.concatenate([x0.reshape(-1).numpy(), u0.reshape(-1).numpy()])
+    sol = solve_ivp(rhs, (0.0, t1), y0, method=method, rtol=rtol, atol=atol)
+    if not sol.success:
+        raise RuntimeError(f"reference solve failed: {sol.message}")
+    y = torch.from_numpy(sol.y[:, -1])
+    return y[:k].reshape(shape), y[k:].reshape(shape)
+
+
+def ivp_psi(lam, eps, t1=1.0):
+    """``x(t1)`` of ``eps x'' + x' = lam x``, ``x(0) = 1``, ``x'(0) = 0`` (scalar), by DOP853 at
+    rtol 1e-12: the numerical reference for ``secondorder.linear.psi``."""
+    sol = solve_ivp(lambda t, y: [y[1], (lam * y[0] - y[1]) / eps], [0, t1], [1.0, 0.0],
+                    method="DOP853", rtol=1e-12, atol=1e-14)
+    return sol.y[0, -1]

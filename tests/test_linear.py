@@ -11,6 +11,7 @@ from scipy.integrate import solve_ivp
 from scipy.linalg import block_diag
 
 import secondorder as so
+from scripts.problems import ivp_psi
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
@@ -21,14 +22,6 @@ from secondorder.linear import (
     psi_inverse_real,
     represent,
 )
-
-
-def ivp_psi(lam, eps, t1=1.0):
-    """x(t1) of eps x'' + x' = lam x, x(0) = 1, x'(0) = 0, by DOP853 at rtol 1e-12."""
-    sol = solve_ivp(lambda t, y: [y[1], (lam * y[0] - y[1]) / eps], [0, t1], [1.0, 0.0],
-                    method="DOP853", rtol=1e-12, atol=1e-14)
-    return sol.y[0, -1]
-
 
 # ---------------------------------------------------------------------------------- psi
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 from problems import mlp_functions, rel_err
-from scipy.integrate import solve_ivp
 from torch import nn
 
 import secondorder as so
+from scripts.problems import reference
 from secondorder import StepFunction
 from secondorder._splitting import strang_eps, strang_gamma
 
@@ -31,24 +31,6 @@ class TimeField(nn.Module):
 
     def forward(self, t, x):
         return self.l2(torch.tanh(self.l1(x) + t * self.c))
-
-
-def reference(F, eps, x0, u0, t1=1.0, method="DOP853", rtol=1e-13, atol=1e-15):
-    """``(x(t1), x'(t1))`` by scipy's ``solve_ivp`` (DOP853 at rtol 1e-13 unless said) on the
-    first-order system of ``eps x'' + x' = F(t, x)`` (eps > 0)."""
-    shape = x0.shape
-
-    def rhs(t, y):
-        x, u = torch.from_numpy(y[: y.size // 2].reshape(shape)), torch.from_numpy(y[y.size // 2:].reshape(shape))
-        with torch.no_grad():
-            du = (F(torch.tensor(t, dtype=D), x) - u) / eps
-        return np.concatenate([u.reshape(-1).numpy(), du.reshape(-1).numpy()])
-
-    y0 = np.concatenate([x0.reshape(-1).numpy(), u0.reshape(-1).numpy()])
-    sol = solve_ivp(rhs, (0.0, t1), y0, method=method, rtol=rtol, atol=atol)
-    assert sol.success
-    y = torch.from_numpy(sol.y[:, -1])
-    return y[: y.numel() // 2].reshape(shape), y[y.numel() // 2:].reshape(shape)
 
 
 def rel(a, b):

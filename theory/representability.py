@@ -34,10 +34,10 @@ import math
 import numpy as np
 import scipy.optimize
 import torch
-from scipy.integrate import solve_ivp
 from torch import nn
 
 import secondorder as so
+from scripts.problems import ivp_psi
 from secondorder.linear import (
     NotRepresentableError,
     Psi,
@@ -55,12 +55,6 @@ SECTION = "representable linear maps"
 DT = torch.float64
 
 
-def _ivp_psi(lam, eps, t1):
-    sol = solve_ivp(lambda t, y: [y[1], (lam * y[0] - y[1]) / eps], [0, t1], [1.0, 0.0],
-                    method="DOP853", rtol=1e-12, atol=1e-14)
-    return sol.y[0, -1]
-
-
 def check_psi(ck, quick):
     eps_list = [0.05, 0.3, 1.0, 4.0]
     lams = [-50.0, -11.0, -2.0, 0.5, 2.0] if quick else [-80.0, -50.0, -11.0, -2.0, -0.1, 0.5, 2.0, 4.0]
@@ -70,7 +64,7 @@ def check_psi(ck, quick):
         for eps in eps_list:
             for lam in lams:
                 for t1 in (1.0, 2.0):
-                    ref = _ivp_psi(lam, eps, t1)
+                    ref = ivp_psi(lam, eps, t1)
                     errs.append(abs(psi(lam, eps, t1) - ref) / max(1.0, abs(ref)))
         return max(errs)
 

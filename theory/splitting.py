@@ -19,10 +19,9 @@ import math
 
 import numpy as np
 import torch
-from scipy.integrate import solve_ivp
 
 import secondorder as so
-from scripts.problems import fit_slope, rel, time_problem
+from scripts.problems import fit_slope, reference, rel, time_problem
 
 from ._claim import Checks, Claim, fmt, lazy
 
@@ -37,24 +36,6 @@ EPSS = [0.1, 1.0, 10.0]
 # eps -> 0 at a fixed step: eps = 1e-4, h = 0.1 .. 0.0125, so h / eps >= 125 (gamma <= e^-125)
 ZERO_EPS = 1e-4
 ZERO_NS = [10, 20, 40, 80]
-
-
-def reference(F, eps, x0, u0, t1=1.0, method="DOP853", rtol=1e-13, atol=1e-15):
-    """``(x(t1), x'(t1))`` of ``eps x'' + x' = F(t, x)`` by scipy's ``solve_ivp``."""
-    shape, k = x0.shape, x0.numel()
-
-    def rhs(t, y):
-        x, u = torch.from_numpy(y[:k].reshape(shape)), torch.from_numpy(y[k:].reshape(shape))
-        with torch.no_grad():
-            du = (F(torch.tensor(t, dtype=D), x) - u) / eps
-        return np.concatenate([u.reshape(-1).numpy(), du.reshape(-1).numpy()])
-
-    y0 = np.concatenate([x0.reshape(-1).numpy(), u0.reshape(-1).numpy()])
-    sol = solve_ivp(rhs, (0.0, t1), y0, method=method, rtol=rtol, atol=atol)
-    if not sol.success:
-        raise RuntimeError(f"reference solve failed: {sol.message}")
-    y = torch.from_numpy(sol.y[:, -1])
-    return y[:k].reshape(shape), y[k:].reshape(shape)
 
 
 @torch.no_grad()
