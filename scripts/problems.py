@@ -37,14 +37,15 @@ D = torch.float64
 
 
 class TimeMLP(nn.Module):
-    """A time-dependent neural field ``F(t, x) = W2 tanh(W1 x + b1 + t c) + b2`` (d -> d)."""
+    """A time-dependent neural field ``F(t, x) = W2 tanh(W1 x + b1 + t c) + b2`` (d -> d), drawn
+    from ``seed``; ``c_scale`` scales the time coefficients ``c`` (how fast ``F`` changes in time)."""
 
-    def __init__(self, d=2, width=16, seed=0):
+    def __init__(self, d=2, width=16, seed=0, c_scale=1.0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.l1 = nn.Linear(d, width).to(D)
         self.l2 = nn.Linear(width, d).to(D)
-        self.c = nn.Parameter(torch.randn(width, generator=g, dtype=D))
+        self.c = nn.Parameter(c_scale * torch.randn(width, generator=g, dtype=D))
         with torch.no_grad():
             for p in (self.l1.weight, self.l1.bias, self.l2.weight, self.l2.bias):
                 p.copy_(torch.randn(p.shape, generator=g, dtype=D) / math.sqrt(p.shape[-1]))
