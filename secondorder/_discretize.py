@@ -35,8 +35,8 @@ from ._validate import (
     check_choice,
     check_count,
     check_eps,
+    check_eps_tensor,
     check_gamma,
-    check_rate_tensor,
     check_t1,
 )
 
@@ -51,7 +51,7 @@ def min_depth(eps, t1=1.0) -> int:
     """Smallest depth with ``h = t1/depth <= eps``: ``ceil(t1/eps)`` (1 for ``eps == 0``); for a
     per-feature ``eps``, that of its smallest entry."""
     if _pf.is_per_feature(eps):
-        eps = float(check_rate_tensor(eps, "eps", 0.0, None, low_open=True).min())
+        eps = float(check_eps_tensor(eps).min())
     eps, t1 = check_eps(eps), check_t1(t1)
     if eps == 0:
         return 1
@@ -109,8 +109,7 @@ def eps_from_gamma(gamma, depth, t1=1.0) -> float:
 
 def _gamma_tensor(eps, depth, t1):
     """``gamma_from_eps`` for a per-feature ``eps``: ``1 - h/eps`` entrywise, rounding of 0 set to 0."""
-    e = check_rate_tensor(eps, "eps", 0.0, None, low_open=True,
-                          what=" (A per-feature eps has no first-order entries: see SecondOrderODE.)")
+    e = check_eps_tensor(eps, " (A per-feature eps has no first-order entries: see SecondOrderODE.)")
     depth, t1 = check_count(depth, "depth"), check_t1(t1)
     h = t1 / depth
     gamma = gamma_semi_implicit(e, h)
@@ -262,13 +261,7 @@ def to_ode(net, t1=1.0, **ode_kwargs) -> SecondOrderODE:
         return SecondOrderODE(F, eps=net.eps, t1=t1, **ode_kwargs)
     gamma = net.gamma
     if _pf.is_per_feature(gamma):
-        if half:
-            g = _pf.check_gamma_tensor(gamma, invertible=True).detach()
-            if bool((g == 1).any()):
-                raise ValueError("gamma has an entry == 1, which has no ODE limit (eps would be infinite).")
-            eps = -h / torch.log(g)
-        else:
-            eps = eps_from_gamma(gamma, depth, t1)
+        eps = _splitting.strang_eps(gamma, h) if half else eps_from_gamma(gamma, depth, t1)
         if isinstance(gamma, nn.Parameter):
             eps = nn.Parameter(eps.clone())
         return SecondOrderODE(F, eps=eps, t1=t1, **ode_kwargs)

@@ -397,11 +397,7 @@ def exact_roundtrip(net, x, *args, v0=None, bits=None, **kwargs):
         return net._exact_roundtrip(x, *args, v0=v0, bits=bits, **kwargs)
     bits = net.fixed_point_bits if bits is None else bits
     if isinstance(net, MomentumResNet):
-        gamma = net._checked_gamma(x, invertible=True)
-        if _pf.is_per_feature(gamma):
-            gamma = gamma.detach()
-        else:
-            gamma = float(gamma.detach()) if isinstance(gamma, torch.Tensor) else float(gamma)
+        gamma = net._checked_gamma(x, invertible=True)  # the arithmetic takes it as it comes
         return momentum_roundtrip(net.functions, x, net._start(x, v0), gamma, args, kwargs, bits, net._hint)
     if isinstance(net, RevNet):
         x1, x2 = net._split(x)

@@ -59,8 +59,8 @@ from ._validate import (
     check_broadcast,
     check_choice,
     check_eps,
+    check_eps_tensor,
     check_positive,
-    check_rate_tensor,
     check_t1,
     check_velocity,
 )
@@ -161,7 +161,7 @@ class _ODE(nn.Module):
         super().__init__()
         takes_time = _takes_time(F)
         if isinstance(eps, torch.Tensor) and eps.dim() > 0:  # per-feature eps
-            check_rate_tensor(eps, "eps", 0.0, None, low_open=True, what=_PER_FEATURE_ZERO)
+            check_eps_tensor(eps, _PER_FEATURE_ZERO)
             if not isinstance(eps, nn.Parameter):
                 eps = eps.detach().clone()  # fixed: a buffer of the field
             order = 2
@@ -237,7 +237,7 @@ class _ODE(nn.Module):
                 )
             return x0
         if isinstance(self.eps, torch.Tensor) and self.eps.dim() > 0:
-            check_rate_tensor(self.eps, "eps", 0.0, None, low_open=True, what=" (A learnable eps must stay > 0.)")
+            check_eps_tensor(self.eps, " (A learnable eps must stay > 0.)")
             check_broadcast("eps", self.eps.shape, x0.shape)
         elif isinstance(self.eps, nn.Parameter) and not float(self.eps.detach()) > 0:
             raise ValueError(f"eps == {float(self.eps.detach())!r} (learnable), must stay > 0.")

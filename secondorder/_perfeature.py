@@ -110,19 +110,9 @@ class TensorBitStore(_exact.BitStore):
         self._spilled = []
 
     def _next_bound(self, bound: int) -> int:
+        """The worst case over the distinct pairs (``prepare_mul`` / ``commit_mul`` are the scalar
+        store's, which spill and track the bound through this)."""
         return max(bound if pn == pd else (bound // pn) * pd + pd - 1 for pn, pd in self.pairs)
-
-    def prepare_mul(self) -> None:
-        if self._next_bound(self._bound) >= _exact.FLOAT_EXACT:
-            keep = _exact._KEEP_BITS
-            self._spilled.append((self._count, (self.S >> keep).to(torch.int32), self._bound))
-            self.S = self.S & (2**keep - 1)
-            self._bound = 2**keep - 1
-
-    def commit_mul(self, S: torch.Tensor) -> None:
-        self.S = S
-        self._bound = self._next_bound(self._bound)
-        self._count += 1
 
     def mul(self, V: torch.Tensor) -> torch.Tensor:
         """``floor((V*n + s)/d)`` elementwise (within one quantum of ``V * gamma``)."""

@@ -35,7 +35,7 @@ import torch
 from . import _perfeature as _pf
 from ._nets import MomentumResNet, exact_roundtrip
 from ._tied import TiedMomentumResNet
-from ._validate import check_eps, check_gamma, check_positive, check_rate_tensor
+from ._validate import check_eps, check_eps_tensor, check_gamma, check_positive
 
 __all__ = ["StrangMomentumResNet", "TiedStrangMomentumResNet", "SCHEMES", "strang_gamma", "strang_eps"]
 
@@ -57,18 +57,24 @@ def strang_gamma(eps, h):
     """
     h = check_positive(h, "h")
     if isinstance(eps, torch.Tensor) and (eps.requires_grad or _pf.is_per_feature(eps)):
-        check_rate_tensor(eps.reshape(-1) if eps.dim() == 0 else eps, "eps", 0.0, None, low_open=True)
+        check_eps_tensor(eps.reshape(-1) if eps.dim() == 0 else eps)
         return torch.exp(-h / eps)
     eps = check_eps(eps)
     return 0.0 if eps == 0 else math.exp(-h / eps)
 
 
-def strang_eps(gamma, h) -> float:
+def strang_eps(gamma, h):
     """``eps = -h / log(gamma)``, the inverse of ``strang_gamma`` (``gamma == 0`` gives 0).
 
-    Raises ``ValueError`` for ``gamma == 1`` (no ODE: ``eps`` would be infinite) and for
+    ``gamma`` a number, or a per-feature tensor (entries in (0, 1); the result is a detached
+    tensor). Raises ``ValueError`` for ``gamma == 1`` (no ODE: ``eps`` would be infinite) and for
     ``gamma`` outside ``[0, 1]``.
     """
+    if _pf.is_per_feature(gamma):
+        g = _pf.check_gamma_tensor(gamma, invertible=True).detach()
+        if bool((g == 1).any()):
+            raise ValueError("gamma has an entry == 1, which has no ODE limit (eps would be infinite).")
+        return -float(h) / torch.log(g)
     g = check_gamma(gamma)
     if g == 1.0:
         raise ValueError(

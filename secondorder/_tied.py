@@ -15,9 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import _perfeature as _pf
-from ._nets import MomentumResNet
-from ._validate import check_gamma
+from ._nets import MomentumResNet, check_any_gamma
 
 __all__ = ["gamma_semi_implicit", "TiedMomentumResNet"]
 
@@ -57,11 +55,7 @@ class TiedMomentumResNet(MomentumResNet):
         self.h = float(h)
         self.gamma_map = gamma_map
         self._tying = False
-        g0 = self.gamma.detach()
-        if g0.dim() > 0:
-            _pf.check_gamma_tensor(g0, invertible=backward != "autograd")
-        else:
-            check_gamma(g0, invertible=backward != "autograd")
+        check_any_gamma(self.gamma.detach(), invertible=backward != "autograd")
 
     @property
     def gamma(self):

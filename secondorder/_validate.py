@@ -26,6 +26,9 @@ __all__ = [
     "check_velocity",
     "check_output",
     "check_finite",
+    "check_rate_tensor",
+    "check_eps_tensor",
+    "check_broadcast",
 ]
 
 
@@ -152,6 +155,11 @@ def check_rate_tensor(t, name: str, low: float, high: float | None, *, low_open:
         raise ValueError(f"{name} has an entry {float(a.reshape(-1)[i])!r} (flat index {i}) outside "
                          f"{rng}; every entry must be in {rng}.{what}")
     return a
+
+
+def check_eps_tensor(eps, what: str = "") -> torch.Tensor:
+    """A per-feature ``eps``: every entry finite and > 0 (``check_rate_tensor``); detached values."""
+    return check_rate_tensor(eps, "eps", 0.0, None, low_open=True, what=what)
 
 
 def check_broadcast(name: str, shape, x_shape) -> None:

@@ -215,10 +215,13 @@ class BitStore:
         """Bytes held by the store: the live int64 tensor and the int32 spills."""
         return self.S.numel() * (8 + 4 * len(self._spilled))
 
+    def _next_bound(self, bound: int) -> int:
+        """The bound of every element of ``S`` after one more ``mul`` (host side)."""
+        return (bound // self.n) * self.d + self.d - 1
+
     def prepare_mul(self) -> None:
         """Spill the store's high bits if the next ``mul`` could take it past ``2**53`` (host side)."""
-        n, d = self.n, self.d
-        if (self._bound // n) * d + d - 1 >= FLOAT_EXACT:  # spill the high bits as int32
+        if self._next_bound(self._bound) >= FLOAT_EXACT:  # spill the high bits as int32
             self._spilled.append((self._count, (self.S >> _KEEP_BITS).to(torch.int32), self._bound))
             self.S = self.S & (2**_KEEP_BITS - 1)
             self._bound = 2**_KEEP_BITS - 1
@@ -226,7 +229,7 @@ class BitStore:
     def commit_mul(self, S: torch.Tensor) -> None:
         """Take ``S`` as the store after a multiplication (done by ``mul`` or a fused kernel)."""
         self.S = S
-        self._bound = (self._bound // self.n) * self.d + self.d - 1
+        self._bound = self._next_bound(self._bound)
         self._count += 1
 
     def commit_div(self, S: torch.Tensor) -> None:
