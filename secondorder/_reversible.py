@@ -709,8 +709,12 @@ class _ExactMomentum(MomentumArithmetic):
     def __init__(self, gamma, x, bits=None):
         self.gamma = gamma
         self.c = 1 - gamma  # the same float factor the autograd path multiplies f by
-        self.fmt = _exact.FixedPoint(x.dtype, bits)
         self.frac = _exact.rational_gamma(gamma, dyadic=x.dtype != torch.float64)
+        self._init_state(x, bits)
+
+    def _init_state(self, x, bits):
+        """The format, the checks and the walk's caches (what every gamma representation shares)."""
+        self.fmt = _exact.FixedPoint(x.dtype, bits)
         self.checks = _Checks(self.fmt)
         # below float64, |V| is also kept under 2**53 quanta, so that the bit store divides V by n
         # in exact float64 arithmetic (velocity range |v| < 2**(53 - bits): 2.1e6 at 32 bits)
@@ -878,16 +882,10 @@ class _ExactMomentumPerFeature(_ExactMomentum):
         self.gamma = gamma.detach().to(x.dtype)
         self.c = 1 - self.gamma  # the factor the autograd path multiplies f by
         self.c_max = float(self.c.abs().max())
-        self.fmt = _exact.FixedPoint(x.dtype, bits)
         self.n_t, self.d_t, self.pairs = _pf.rational_gammas(gamma, x.dtype)
         self.n_t, self.d_t = self.n_t.to(x.device), self.d_t.to(x.device)
         self.frac = None
-        self.checks = _Checks(self.fmt)
-        self.v_limit = 2.0 ** (53 - self.fmt.bits) if x.dtype != torch.float64 else None
-        self._xf = None
-        self._next = None
-        self._k = None
-        self._owner = None
+        self._init_state(x, bits)
         self._cw = self.c.to(self.fmt._work)
 
     def _new_store(self, v_bound):
