@@ -162,6 +162,18 @@ class _Module:
                 and len(bs) == len(self.buffers) and all(a is b for a, b in zip(bs, self.buffers)))
 
 
+class _Output:
+    """A recomputed output reduced to what its vector-Jacobian product needs: its edge in the
+    graph and its dtype. Holding this instead of the tensor lets the output's values be freed
+    before the product (unless the graph itself saved them)."""
+
+    __slots__ = ("edge", "dtype")
+
+    def __init__(self, out):
+        self.dtype = out.dtype
+        self.edge = torch.autograd.graph.get_gradient_edge(out) if out.requires_grad else None
+
+
 class _Layers:
     def __init__(self, functions, args, kwargs, device, labels=None, hint="", rule=None):
         self.functions = list(functions)
@@ -309,11 +321,11 @@ class _Layers:
                 b.copy_(s)
 
     def _check_closed(self, n, out, wrt):
-        """Raise if the recomputed graph reaches a tensor that requires grad but is none of ``wrt``
+        """Raise if the recomputed graph (of the ``_Output`` ``out``) reaches a tensor that requires grad but is none of ``wrt``
         (it would get no gradient: a tensor held outside the module's parameters and arguments)."""
         known = {id(t) for t in wrt}
         stop = {t.grad_fn for t in wrt if t.grad_fn is not None}
-        seen, stack = set(), [out.grad_fn]
+        seen, stack = set(), [out.edge.node]
         while stack:
             node = stack.pop()
             if node is None or node in seen or node in stop:
@@ -335,13 +347,17 @@ class _Layers:
             stack.extend(nxt for nxt, _ in node.next_functions)
 
     def vjp(self, n, out, x, grad):
-        """Return ``(d out / d x)^T grad``; accumulate the parameters' and extra arguments' parts."""
+        """Return ``(d out / d x)^T grad``; accumulate the parameters' and extra arguments' parts.
+        ``out`` is the recomputed output, or its ``_Output`` (the caller has then dropped the
+        output's values, which the product does not need)."""
         m = self.layer_module[n]
         params = self._wrt
         wrt = [x] + params + self._extra_detached
-        if out.requires_grad:
+        if isinstance(out, torch.Tensor):
+            out = _Output(out)
+        if out.edge is not None:
             self._check_closed(n, out, wrt)
-            gs = torch.autograd.grad(out, wrt, grad.to(out.dtype), allow_unused=True)
+            gs = torch.autograd.grad([out.edge], wrt, [grad.to(out.dtype)], allow_unused=True)
         else:  # f depends on nothing that requires grad: every gradient is zero
             gs = [None] * len(wrt)
         self.restore()
@@ -386,12 +402,32 @@ def _mismatch(pairs):
     return count, total, largest
 
 
+#: Elements quantized at a time when the self-verification compares the reconstructed first state
+#: with the forward's input (so the check allocates no int64 copy of the whole input).
+_VERIFY_CHUNK = 1 << 16
+
+
+def _equals_quantized(state, x, fmt):
+    """Whether the int64 ``state`` equals ``fmt.quantize(x)`` bit for bit (``x=None``: the zero
+    tensor), quantizing ``x`` a chunk at a time."""
+    if x is None:
+        return not bool(state.any())
+    if state.shape != x.shape:
+        return False
+    s, xs = state.reshape(-1), x.reshape(-1)
+    for i in range(0, xs.numel(), _VERIFY_CHUNK):
+        if not torch.equal(s[i : i + _VERIFY_CHUNK], fmt.quantize(xs[i : i + _VERIFY_CHUNK])):
+            return False
+    return True
+
+
 def _verify_exact(states, inputs, fmt, store=None, what="the network"):
     """Raise ``ReconstructionError`` unless the reconstructed int64 ``states`` equal the
-    forward's float ``inputs`` quantized by ``fmt``, bit for bit (and the bit store is empty again)."""
-    expected = [fmt.quantize(t) for t in inputs]
-    if all(torch.equal(a, b) for a, b in zip(states, expected)) and (store is None or not bool(store.S.any())):
+    forward's float ``inputs`` quantized by ``fmt``, bit for bit (and the bit store is empty again).
+    An input given as None stands for the zero tensor (the default initial velocity)."""
+    if all(_equals_quantized(a, b, fmt) for a, b in zip(states, inputs)) and (store is None or not bool(store.S.any())):
         return
+    expected = [torch.zeros_like(a) if b is None else fmt.quantize(b) for a, b in zip(states, inputs)]
     count, total, largest = _mismatch(list(zip(states, expected)))
     raise ReconstructionError(
         f"the exact backward walked {what} back to its input, but the reconstructed first state "
@@ -722,7 +758,8 @@ class _ExactMomentum(MomentumArithmetic):
         self._xf = None  # (X, X._version, float X) left by a fused kernel
         self._next = None  # (X, V, versions, X - V, its float) left by the fused unstep_v
         self._k = None  # the fused kernels' constants, built on first use
-        self._owner = None  # self when X, V and store.S may be updated in place
+        self._owner = None  # id(self) when X, V and store.S may be updated in place (an id, not a
+        # reference to self: a reference cycle would keep the int64 states alive until gc runs)
 
     def encode(self, x, v):
         self.checks.add("the input x", 0, x)
@@ -732,7 +769,7 @@ class _ExactMomentum(MomentumArithmetic):
         v_bound = _exact.FLOAT_EXACT if self.v_limit is not None else 2**63
         self.store = self._new_store(v_bound)
         self._xf = None
-        self._owner = self  # fresh tensors from quantize and the store
+        self._owner = id(self)  # fresh tensors from quantize and the store
 
     def _new_store(self, v_bound):
         """The bit store of the quantized velocity ``self.V`` (one fraction for every entry)."""
@@ -783,13 +820,13 @@ class _ExactMomentum(MomentumArithmetic):
         walking copy) shares the forward's tensors: its first update clones them (one copy, as an
         out-of-place update would allocate), later ones write in place."""
         st = self.store
-        if self._owner is self and self.X.is_contiguous() and self.V.is_contiguous() and st.S.is_contiguous():
+        if self._owner == id(self) and self.X.is_contiguous() and self.V.is_contiguous() and st.S.is_contiguous():
             return
         if x_too:
             self.X = self.X.clone(memory_format=torch.contiguous_format)
         self.V = self.V.clone(memory_format=torch.contiguous_format)
         st.S = st.S.clone(memory_format=torch.contiguous_format)
-        self._owner = self
+        self._owner = id(self)
 
     def step(self, n, fx):
         k = self._fused(fx)
@@ -932,6 +969,7 @@ class _MomentumFunction(torch.autograd.Function):
                 arith.encode(x_out.detach(), v_out.detach())
                 run.scale = max(_norm(x, v), _norm(x_out, v_out))
         ctx.run = run
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None (no zero tensor)
         ctx.gamma_needs_grad = gamma_t.requires_grad
         ctx.gamma_shape = gamma_t.shape
         ctx.save_for_backward(x, *(() if run.v_zero else (v,)))
@@ -946,27 +984,57 @@ class _MomentumFunction(torch.autograd.Function):
         arith = _walker(ctx)
         gamma = arith.gamma
         layers.begin_backward()
+        if gx is None:  # only v_N was used (the gradients are not materialized: no zero tensors)
+            gx = torch.zeros_like(saved[0])
         g_gamma = torch.zeros(ctx.gamma_shape, dtype=torch.float64, device=gx.device)
+        # gx and gv arrive from autograd and are read only; from the first layer on they are this
+        # loop's own tensors and are updated in place (fewer activation-sized temporaries)
+        own_gx = own_gv = False
+        gamma_inplace = not isinstance(gamma, torch.Tensor) or torch.broadcast_shapes(gamma.shape, gx.shape) == gx.shape
         for n in reversed(range(len(layers.functions))):
             arith.unstep_x()
             x = arith.x_float().detach().requires_grad_(True)
             fx = layers.call_backward(n, x)
             with torch.no_grad():
                 arith.unstep_v(n, fx.detach())
-            g_tot = gx + gv  # gradient reaching v_{n+1}
-            if ctx.gamma_needs_grad:  # v_{n+1} = gamma v_n + (1-gamma) f  =>  d/dgamma = v_n - f
-                g_gamma += _pf.sum_to(g_tot * (arith.v_float() - fx.detach()), ctx.gamma_shape).to(torch.float64)
-            gx = gx + layers.vjp(n, fx, x, (1 - gamma) * g_tot)
-            gv = gamma * g_tot
-        x_in = saved[0]
-        v_in = torch.zeros_like(x_in) if run.v_zero else saved[1]
-        with torch.no_grad():
-            if isinstance(arith, _FloatMomentum):
-                _verify_float([arith.x, arith.v], [x_in, v_in], run.scale, "the MomentumResNet")
-            else:
-                _verify_exact([arith.X, arith.V], [x_in, v_in], arith.fmt, arith.store, "the MomentumResNet")
+                # the gradient reaching v_{n+1} (in gv's buffer once gv is this loop's own)
+                g_tot = gx if gv is None else gv.add_(gx) if own_gv else gx + gv
+                if ctx.gamma_needs_grad:  # v_{n+1} = gamma v_n + (1-gamma) f  =>  d/dgamma = v_n - f
+                    g_gamma += _pf.sum_to(g_tot * (arith.v_float() - fx.detach()), ctx.gamma_shape).to(torch.float64)
+                g_f = (1 - gamma) * g_tot
+                if n == 0:  # the walk is done: check it before the last product, then free its state
+                    _verify_momentum(arith, saved, run)
+                    arith = None
+            out = _Output(fx)
+            del fx
+            vjp = layers.vjp(n, out, x, g_f)
+            del out, x, g_f
+            with torch.no_grad():
+                # gv = gamma * g_tot, in g_tot's buffer unless that is gx or gamma broadcasts wider
+                gv = g_tot.mul_(gamma) if g_tot is not gx and gamma_inplace else gamma * g_tot
+                own_gv = True
+                del g_tot
+                gx = gx.add_(vjp) if own_gx else gx + vjp
+            own_gx = True
+            del vjp
+        if arith is not None:  # depth 0
+            with torch.no_grad():
+                _verify_momentum(arith, saved, run)
+        if gv is None:  # depth 0
+            gv = torch.zeros_like(gx)
         g_gamma_out = g_gamma.reshape(ctx.gamma_shape) if ctx.gamma_needs_grad else None
         return (None, gx, gv, g_gamma_out, *layers.grads)
+
+
+def _verify_momentum(arith, saved, run):
+    """The self-verification of a Momentum ResNet's walk back to its input ``saved``."""
+    if isinstance(arith, _FloatMomentum):
+        x_in = saved[0]
+        v_in = torch.zeros_like(x_in) if run.v_zero else saved[1]
+        _verify_float([arith.x, arith.v], [x_in, v_in], run.scale, "the MomentumResNet")
+    else:
+        _verify_exact([arith.X, arith.V], [saved[0], None if run.v_zero else saved[1]], arith.fmt, arith.store,
+                      "the MomentumResNet")
 
 
 def momentum_memory_free(functions, x, v, gamma, args, kwargs, mode, bits=None, hint=""):
@@ -1120,19 +1188,36 @@ class _CouplingFunction(torch.autograd.Function):
         arith = _walker(ctx)
         layers.begin_backward()
         g = [g1, g2]
+        own = [False, False]  # g[i] is this loop's own tensor (updated in place), not autograd's
         for k in reversed(range(len(layers.functions))):
             t = k % 2
             b = arith.get(1 - t).detach().requires_grad_(True)
             h = layers.call_backward(k, b)
             with torch.no_grad():
                 arith.sub(t, k // 2, h.detach())
-            g[1 - t] = g[1 - t] + layers.vjp(k, h, b, g[t])
-        with torch.no_grad():
-            if isinstance(arith, _FloatCoupling):
-                _verify_float(arith.s, [x1, x2], run.scale, "the RevNet")
-            else:
-                _verify_exact(arith.s, [x1, x2], arith.fmt, None, "the RevNet")
+                if k == 0:  # the walk is done: check it before the last product, then free its state
+                    _verify_coupling(arith, x1, x2, run)
+                    arith = None
+            out = _Output(h)
+            del h
+            vjp = layers.vjp(k, out, b, g[t])
+            del out, b
+            with torch.no_grad():
+                g[1 - t] = g[1 - t].add_(vjp) if own[1 - t] else g[1 - t] + vjp
+            own[1 - t] = True
+            del vjp
+        if arith is not None:  # depth 0
+            with torch.no_grad():
+                _verify_coupling(arith, x1, x2, run)
         return (None, g[0], g[1], *layers.grads)
+
+
+def _verify_coupling(arith, x1, x2, run):
+    """The self-verification of a RevNet's walk back to its input halves."""
+    if isinstance(arith, _FloatCoupling):
+        _verify_float(arith.s, [x1, x2], run.scale, "the RevNet")
+    else:
+        _verify_exact(arith.s, [x1, x2], arith.fmt, None, "the RevNet")
 
 
 def _coupling_label(k):
