@@ -87,12 +87,43 @@ def _refuse_double_backward(what):
 class _fastpath_disabled:
     """Context manager: ``torch.backends.mha`` fast path off, previous setting restored."""
 
+    __slots__ = ("prev",)
+
     def __enter__(self):
         self.prev = torch.backends.mha.get_fastpath_enabled()
         torch.backends.mha.set_fastpath_enabled(False)
 
     def __exit__(self, *exc):
         torch.backends.mha.set_fastpath_enabled(self.prev)
+        return False
+
+
+class _Replay:
+    """The context of a recomputation: gradients on, the ``torch.backends.mha`` fast path off (as
+    in the forward's calls), and the forward's autocast state when it differs from the current
+    one. A plain class rather than a ``contextlib`` stack: it is entered once per layer."""
+
+    __slots__ = ("autocast", "cache", "prev", "stack")
+
+    def __init__(self, autocast, cache):
+        self.autocast, self.cache = autocast, cache
+
+    def __enter__(self):
+        self.prev = (torch.is_grad_enabled(), torch.backends.mha.get_fastpath_enabled())
+        self.stack = None
+        for device_type, enabled, dtype in self.autocast:
+            if enabled or torch.is_autocast_enabled(device_type):  # else the state already matches
+                if self.stack is None:
+                    self.stack = contextlib.ExitStack()
+                self.stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=self.cache))
+        torch.backends.mha.set_fastpath_enabled(False)
+        torch.set_grad_enabled(True)
+
+    def __exit__(self, *exc):
+        torch.set_grad_enabled(self.prev[0])
+        torch.backends.mha.set_fastpath_enabled(self.prev[1])
+        if self.stack is not None:
+            self.stack.close()
         return False
 
 
@@ -109,13 +140,7 @@ class _Context:
         self.cache = torch.is_autocast_cache_enabled()
 
     def replay(self):
-        stack = contextlib.ExitStack()
-        for device_type, enabled, dtype in self.autocast:
-            if enabled or torch.is_autocast_enabled(device_type):  # else the state already matches
-                stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled, cache_enabled=self.cache))
-        stack.enter_context(_fastpath_disabled())
-        stack.enter_context(torch.enable_grad())
-        return stack
+        return _Replay(self.autocast, self.cache)
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,9 +248,11 @@ class _Layers:
             saved = None
         with _fastpath_disabled():
             out = self.functions[n](x, *self.args, **self.kwargs)
-        what, index = self.labels(n)
-        rule = None if self.rule is None else (lambda i, got: self.rule(n, got))
-        check_output(index, out, (x if like is None else like).shape, what, hint=self.hint, rule=rule)
+        expected = (x if like is None else like).shape
+        if type(out) is not torch.Tensor or out.shape != expected:  # the usual case costs two comparisons
+            what, index = self.labels(n)
+            rule = None if self.rule is None else (lambda i, got: self.rule(n, got))
+            check_output(index, out, expected, what, hint=self.hint, rule=rule)
         after = self._rng_state()
         if not torch.equal(before[0], after[0]) or (self.cuda and not torch.equal(before[1], after[1])):
             self.rng[n] = before
@@ -297,8 +324,12 @@ class _Layers:
             with torch.no_grad():
                 for i, value in self.pre_buffers[n]:
                     m.buffers[i].copy_(value)
-        with self.context.replay(), self._replay_rng(n):
-            out, self._wrt = self._call(n, x)
+        with self.context.replay():
+            if self.rng[n] is None:
+                out, self._wrt = self._call(n, x)
+            else:
+                with self._replay_rng(n):
+                    out, self._wrt = self._call(n, x)
         return out
 
     @contextlib.contextmanager
@@ -316,6 +347,8 @@ class _Layers:
     def restore(self):
         """Put back the buffers of the last recomputed function as the forward pass left them."""
         n, saved = self._saved
+        if not saved:
+            return
         with torch.no_grad():
             for b, s in zip(self.layer_module[n].buffers, saved):
                 b.copy_(s)
