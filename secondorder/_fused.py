@@ -49,9 +49,10 @@ import torch
 #: under ~0.1 ms per layer, which does not repay the seconds of a first compile in a process that
 #: runs a small model; ``set_fused(True)`` uses it at every size.
 MIN_NUMEL = 8192
-#: The same for a RevNet half step, whose eager work (quantize, add, two maxima) is smaller; fused
-#: halves help at 131072 elements (BENCHMARKS.md, revnet-conv-32ch-16px), smaller sizes were not measured.
-MIN_NUMEL_COUPLING = 65536
+#: The same for a RevNet half step, whose eager work (quantize, add, two maxima) is smaller: fused
+#: halves of 16384 elements made a RevNet step 5% faster (revnet-mlp-64 at depth 30, 2.39x -> 2.28x
+#: autograd, interleaved medians, 2026-12-05); smaller halves were not measured.
+MIN_NUMEL_COUPLING = 16384
 
 _override: bool | None = None  # set_fused(): True/False force, None = environment / auto
 _broken: dict = {}  # device type -> reason, when a compile failed or a kernel did not match
