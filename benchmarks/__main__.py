@@ -29,10 +29,17 @@ def _option(argv, name):
     return None
 
 
+#: Flags that switch a benchmark to a different measurement (and so to a different output file).
+_MODES = {"memory": ("--break-even",), "speed": ("--kernels",)}
+
+
 def default_out(name: str, argv) -> Path:
     """Where ``secondorder bench NAME ARGV`` writes its JSON when ``--out`` is not given."""
     device = _option(argv, "--device")
     stem = name + (f"_{device}" if device else "") + ("_quick" if "--quick" in argv else "")
+    # a mode that measures something else writes its own file (a break-even run must not replace
+    # the depth table's JSON, nor a kernel run the speed table's)
+    stem += "".join(f"_{flag[2:].replace('-', '_')}" for flag in _MODES.get(name, ()) if flag in argv)
     return OUT / f"{stem}.json"
 
 

@@ -278,6 +278,12 @@ def table(result):
     return "\n".join(lines)
 
 
+def _default_out(argv):
+    from benchmarks.__main__ import default_out
+
+    return default_out("memory", sys.argv[1:] if argv is None else argv)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="secondorder bench memory", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="depths 10, 100, 300 (default 10 .. 1000)")
@@ -287,7 +293,7 @@ def main(argv=None):
     p.add_argument("--width", type=int, default=64, help="state width d (default 64); hidden width is 2d")
     p.add_argument("--break-even", action="store_true", help="only the small-depth table (batch 8192): where exact mode's peak drops below autograd's")
     p.add_argument("--depths", default="1,2,3,4,6,8,12,16", help="depths of the --break-even table (comma-separated)")
-    p.add_argument("--out", default=None, help="JSON output (default out/bench/memory_<device>[_quick|_break_even].json)")
+    p.add_argument("--out", default=None, help="JSON output (default out/bench/memory[_DEVICE][_quick][_break_even].json)")
     args = p.parse_args(argv)
     from scripts.shared import report
 
@@ -295,9 +301,9 @@ def main(argv=None):
     root.mkdir(parents=True, exist_ok=True)
     if args.break_even:
         be = break_even(tuple(int(n) for n in args.depths.split(",")), device=args.device)
-        return report(break_even_table(be), args.out or root / f"memory_{args.device}_break_even.json", be)
+        return report(break_even_table(be), args.out or _default_out(argv), be)
     result = run(quick=args.quick, device=args.device, seed=args.seed, batch=args.batch, d=args.width, h=2 * args.width)
-    return report(table(result), args.out or root / f"memory_{args.device}{'_quick' if args.quick else ''}.json", result)
+    return report(table(result), args.out or _default_out(argv), result)
 
 
 if __name__ == "__main__":

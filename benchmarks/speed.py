@@ -238,6 +238,12 @@ def kernel_times(sizes=(64, 512, 2048, 8192, 32768, 131072), repeats=200, gamma=
     return rows
 
 
+def _default_out(argv):
+    from benchmarks.__main__ import default_out
+
+    return default_out("speed", sys.argv[1:] if argv is None else argv)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="secondorder bench speed", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="three blocks, 3 rounds")
@@ -245,7 +251,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kernels", action="store_true", help="time the fixed-point chain alone (fused vs eager) by size")
-    p.add_argument("--out", default=None, help="JSON output (default out/bench/speed_cpu[_quick|_kernels].json)")
+    p.add_argument("--out", default=None, help="JSON output (default out/bench/speed[_quick][_kernels].json)")
     args = p.parse_args(argv)
     from scripts.shared import report
 
@@ -256,10 +262,10 @@ def main(argv=None):
         text = "\n".join(["| state elements | eager us | fused us | eager / fused |\n|---:|---:|---:|---:|"]
                          + [f"| {r['elements']} | {r['eager_us']:.0f} | {r['fused_us']:.0f} | {r['speedup']:.2f}x |"
                             for r in rows])
-        return report(text, args.out or root / "speed_cpu_kernels.json", {"rows": rows})
+        return report(text, args.out or _default_out(argv), {"rows": rows})
     names = ["mlp-64", "conv-16ch-16px", "revnet-mlp-64"] if args.quick else list(CONFIGS)
     result = run(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
-    return report(table(result), args.out or root / f"speed_cpu{'_quick' if args.quick else ''}.json", result)
+    return report(table(result), args.out or _default_out(argv), result)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,10 @@ def test_outputs_go_under_out(tmp_path):
     assert DEFAULT_OUT == ROOT / "out" / "figures" and GALLERY == ROOT / "figures"
     assert default_out("adjoint", ["--quick"]) == ROOT / "out" / "bench" / "adjoint_quick.json"
     assert default_out("memory", ["--device", "cuda"]) == ROOT / "out" / "bench" / "memory_cuda.json"
+    # modes that measure something else do not overwrite the main table's JSON
+    assert default_out("memory", ["--break-even"]) == ROOT / "out" / "bench" / "memory_break_even.json"
+    assert default_out("speed", ["--kernels"]) == ROOT / "out" / "bench" / "speed_kernels.json"
+    assert default_out("speed", []) == ROOT / "out" / "bench" / "speed.json"
     ignored = subprocess.run(["git", "check-ignore", "-q", "out/figures/x.png"], cwd=ROOT)
     assert ignored.returncode == 0, "out/ must be gitignored"
 
