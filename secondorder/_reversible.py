@@ -381,13 +381,11 @@ class _Layers:
 
     def vjp(self, n, out, x, grad):
         """Return ``(d out / d x)^T grad``; accumulate the parameters' and extra arguments' parts.
-        ``out`` is the recomputed output, or its ``_Output`` (the caller has then dropped the
-        output's values, which the product does not need)."""
+        ``out`` is the recomputed output's ``_Output`` (the caller has dropped the output's values,
+        which the product does not need)."""
         m = self.layer_module[n]
         params = self._wrt
         wrt = [x] + params + self._extra_detached
-        if isinstance(out, torch.Tensor):
-            out = _Output(out)
         if out.edge is not None:
             self._check_closed(n, out, wrt)
             gs = torch.autograd.grad([out.edge], wrt, [grad.to(out.dtype)], allow_unused=True)
