@@ -58,6 +58,14 @@ _override: bool | None = None  # set_fused(): True/False force, None = environme
 _broken: dict = {}  # device type -> reason, when a compile failed or a kernel did not match
 _verified: set = set()  # (kernel, dtype, device type) checked bit for bit against eager
 _compiled: dict = {}
+_stats = {"compiles": 0}  # graphs inductor compiled for these kernels in this process
+
+
+def compile_count() -> int:
+    """How many kernel graphs this process has compiled so far. It grows once per kernel, division
+    plan, dtype and device, not with new shapes or gamma values (``tests/test_fused.py`` checks
+    this)."""
+    return _stats["compiles"]
 
 
 def _env_mode():
@@ -297,6 +305,7 @@ _capturing = [None]  # the signature being compiled, and its kernel's parameter 
 def _backend(gm, example_inputs):
     from torch._inductor.compile_fx import compile_fx
 
+    _stats["compiles"] += 1
     fn = compile_fx(gm, example_inputs)
     key, names = _capturing[0] if _capturing[0] is not None else (None, None)
     if key is not None:

@@ -221,6 +221,40 @@ def test_overflow_and_nan_are_reported_the_same():
     assert msgs[True] == msgs[False] and "non-finite" in msgs[True]
 
 
+@needs_compiler
+def test_new_shapes_and_gammas_do_not_recompile():
+    # shapes and gamma are runtime values of the compiled graphs: once a network has compiled its
+    # kernels, other shapes and other gammas with the same division plan (float32: d = 2**24 and an
+    # n that is not a power of two) compile nothing, also through dynamo's guards (reset() drops
+    # the direct calls); a new plan (gamma = 1/2: n = 1) compiles once, and not again for 1/4
+    torch.manual_seed(4)
+
+    def run(shape, gamma):
+        _fused.reset()
+        x = torch.randn(*shape, requires_grad=True)
+        lin = torch.nn.Linear(shape[-1], shape[-1])
+        net = so.MomentumResNet([torch.nn.Sequential(lin, torch.nn.Tanh())] * 3, gamma, backward="exact")
+        net(x).square().sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+    set_fused(True)
+    try:
+        run((6, 5), 0.9)
+        first = _fused.compile_count()
+        for shape in [(3, 7), (2,), (11, 3, 5), (1000,), (4, 1, 9)]:
+            for gamma in (0.9, 0.8, 0.3141592):
+                run(shape, gamma)
+        assert _fused.compile_count() == first
+        run((6, 5), 0.5)  # a new plan (unless an earlier test compiled it): compiles at most once
+        second = _fused.compile_count()
+        run((4, 3), 0.25)
+        run((7,), 0.5)
+        assert _fused.compile_count() == second
+    finally:
+        set_fused(None)
+        _fused.reset()
+
+
 def test_automatic_mode_skips_small_tensors(monkeypatch):
     monkeypatch.setattr(_fused, "MIN_NUMEL", 100)
     set_fused(None)
