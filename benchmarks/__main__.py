@@ -30,7 +30,7 @@ def _option(argv, name):
 
 
 #: Flags that switch a benchmark to a different measurement (and so to a different output file).
-_MODES = {"memory": ("--break-even",), "speed": ("--kernels",)}
+_MODES = {"memory": ("--break-even",), "speed": ("--kernels", "--phases")}
 
 
 def default_out(name: str, argv) -> Path:

@@ -28,11 +28,14 @@ of recomputation: its fixed-point arithmetic, its checks and its per-layer Pytho
 
     python -m benchmarks speed [--quick] [--depth 30] [--repeats 7] [--out FILE.json]
     python -m benchmarks speed --kernels    # the fused vs eager fixed-point chain alone, by size
+    python -m benchmarks speed --phases     # an exact and a float step split into phases
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import statistics
 import sys
@@ -238,6 +241,131 @@ def kernel_times(sizes=(64, 512, 2048, 8192, 32768, 131072), repeats=200, gamma=
     return rows
 
 
+def _phase_points():
+    """``(phase, owner, attribute)``: the library functions whose time is charged to each phase."""
+    import torch
+
+    from secondorder import _fused
+    from secondorder import _reversible as R
+
+    arith = [(c, a) for c in (R._ExactMomentum, R._FloatMomentum)
+             for a in ("encode", "step", "unstep_x", "unstep_v", "unstep", "x_float", "v_float", "finish_forward")]
+    arith += [(c, a) for c in (R._ExactCoupling, R._FloatCoupling)
+              for a in ("encode", "get", "add", "sub", "finish_forward")]
+    return ([("f in the forward", R._Layers, "call_forward"),
+             ("f recomputed", R._Layers, "call_backward"),
+             ("vector-Jacobian products", torch.autograd, "grad"),
+             ("graph check", R._Layers, "_check_closed"),
+             ("self-verification", R, "_verify_exact"),
+             ("self-verification", R, "_verify_float")]
+            + [("state arithmetic", c, a) for c, a in arith]
+            + [("state arithmetic", _fused, "call")])
+
+
+@contextlib.contextmanager
+def _phase_timers(acc):
+    """Charge the wall time spent in each of :func:`_phase_points` (exclusive of nested timed calls)
+    to ``acc[phase]``, in seconds; the functions are put back afterwards."""
+    stack, saved = [], []
+
+    def timed(phase, f):
+        @functools.wraps(f)
+        def g(*args, **kwargs):
+            t = time.perf_counter()
+            stack.append(0.0)
+            try:
+                return f(*args, **kwargs)
+            finally:
+                dt = time.perf_counter() - t
+                acc[phase] = acc.get(phase, 0.0) + dt - stack.pop()
+                if stack:
+                    stack[-1] += dt
+        return g
+
+    for phase, owner, attr in _phase_points():
+        if attr in vars(owner):  # a subclass's inherited method is timed through its base
+            saved.append((owner, attr, vars(owner)[attr]))
+            setattr(owner, attr, timed(phase, getattr(owner, attr)))
+    try:
+        yield
+    finally:
+        for owner, attr, f in reversed(saved):
+            setattr(owner, attr, staticmethod(f) if isinstance(f, staticmethod) else f)
+
+
+PHASES = ("f in the forward", "f recomputed", "vector-Jacobian products", "state arithmetic", "self-verification",
+          "graph check", "rest")
+
+
+def phase_times(names, depth=30, repeats=7, seed=0, gamma=0.9, progress=True):
+    """Where one training step's time goes, by phase, for ``exact`` and ``float`` against autograd's
+    forward and backward (wall clock of timers around the library's functions, medians over
+    ``repeats`` interleaved rounds, milliseconds per step). The phases of a memory-free step are
+    the residual functions in the forward pass (no graph), their recomputation with a graph in the
+    backward, the vector-Jacobian products (``torch.autograd.grad``), the arithmetic on the states
+    (fused kernels, quantization, range checks), the self-verification, the closed-graph check, and
+    the rest (the loss, the backward loop's Python, gradient bookkeeping)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(1)
+    rows = []
+    for name in tqdm(names, desc="phases", disable=not progress):
+        kind = CONFIGS[name][0]
+        torch.manual_seed(seed)
+        blocks, x = _block_and_input(*CONFIGS[name])
+        nets = {m: net for m, net in _nets(kind, blocks, depth, gamma).items() if m in ("autograd", "exact", "float")}
+        samples = {m: [] for m in nets}
+        for r in range(repeats + 1):  # round 0 pays the one-time costs and is dropped
+            for m, net in nets.items():
+                acc = {}
+                if m == "autograd":
+                    t0 = time.perf_counter()
+                    loss = (net(x) ** 2).mean()
+                    t1 = time.perf_counter()
+                    loss.backward()
+                    t2 = time.perf_counter()
+                    acc = {"forward": t1 - t0, "backward": t2 - t1}
+                    with torch.no_grad():
+                        t3 = time.perf_counter()
+                        net(x)
+                        acc["forward without graph"] = time.perf_counter() - t3
+                    total = t2 - t0
+                else:
+                    with _phase_timers(acc):
+                        t0 = time.perf_counter()
+                        (net(x) ** 2).mean().backward()
+                        total = time.perf_counter() - t0
+                    acc["rest"] = total - sum(acc.values())
+                acc["total"] = total
+                if r:
+                    samples[m].append(acc)
+        row = {"config": name, "elements": x.numel()}
+        for m, accs in samples.items():
+            for key in accs[0]:
+                row[f"{m}.{key}_ms"] = 1e3 * statistics.median(a.get(key, 0.0) for a in accs)
+        rows.append(row)
+    return {"depth": depth, "repeats": repeats, "gamma": gamma, "torch": torch.__version__, "device": "cpu",
+            "threads": 1, "statistic": "median over rounds of wall-clock ms per step", "rows": rows}
+
+
+def phase_table(result):
+    lines = [f"Wall-clock ms per training step by phase, depth {result['depth']}, float32, one thread, median of "
+             f"{result['repeats']} interleaved rounds; in brackets: share of autograd's step"]
+    for r in result["rows"]:
+        ag = r["autograd.total_ms"]
+        lines += ["", f"{r['config']} ({r['elements']} state elements): autograd {ag:.1f} ms = forward "
+                  f"{r['autograd.forward_ms']:.1f} + backward {r['autograd.backward_ms']:.1f}; a forward without "
+                  f"graph {r['autograd.forward without graph_ms']:.1f} (floor {ag + r['autograd.forward without graph_ms']:.1f}"
+                  f" = {1 + r['autograd.forward without graph_ms'] / ag:.2f}x)",
+                  "| phase | exact ms | float ms |", "|---|---:|---:|"]
+        for ph in (*PHASES, "total"):
+            cells = [f"{r[f'{m}.{ph}_ms']:.1f} ({r[f'{m}.{ph}_ms'] / ag:.2f})" if f"{m}.{ph}_ms" in r else "-"
+                     for m in ("exact", "float")]
+            lines.append(f"| {ph} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _default_out(argv):
     from benchmarks.__main__ import default_out
 
@@ -251,7 +379,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--kernels", action="store_true", help="time the fixed-point chain alone (fused vs eager) by size")
-    p.add_argument("--out", default=None, help="JSON output (default out/bench/speed[_quick][_kernels].json)")
+    p.add_argument("--phases", action="store_true",
+                   help="where the time of an exact and a float step goes, by phase, against autograd's forward and backward")
+    p.add_argument("--out", default=None, help="JSON output (default out/bench/speed[_quick][_kernels|_phases].json)")
     args = p.parse_args(argv)
     from scripts.shared import report
 
@@ -264,6 +394,9 @@ def main(argv=None):
                             for r in rows])
         return report(text, args.out or _default_out(argv), {"rows": rows})
     names = ["mlp-64", "conv-16ch-16px", "revnet-mlp-64"] if args.quick else list(CONFIGS)
+    if args.phases:
+        result = phase_times(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
+        return report(phase_table(result), args.out or _default_out(argv), result)
     result = run(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
     return report(table(result), args.out or _default_out(argv), result)
 

@@ -23,6 +23,34 @@ def test_speed_benchmark_runs_and_tabulates():
     assert "| mlp-64 | 32768 |" in speed_table(result)
 
 
+def test_phase_benchmark_accounts_for_the_whole_step_and_removes_its_timers():
+    import pytest
+    import torch
+
+    from benchmarks import speed
+    from secondorder import _fused
+    from secondorder import _reversible as R
+
+    originals = [(owner, attr, vars(owner)[attr]) for _, owner, attr in speed._phase_points() if attr in vars(owner)]
+    assert len(originals) >= 20  # every timed function exists (a renamed one would silently drop out)
+    result = speed.phase_times(["mlp-64", "revnet-mlp-64"], depth=3, repeats=1, progress=False)
+    for row in result["rows"]:
+        for m in ("exact", "float"):
+            parts = [row[f"{m}.{ph}_ms"] for ph in speed.PHASES if f"{m}.{ph}_ms" in row]
+            assert sum(parts) == pytest.approx(row[f"{m}.total_ms"], rel=1e-9)  # the phases partition the step
+            for ph in ("f in the forward", "f recomputed", "vector-Jacobian products", "state arithmetic"):
+                assert row[f"{m}.{ph}_ms"] > 0, (row["config"], m, ph)
+        assert row["autograd.forward_ms"] + row["autograd.backward_ms"] == pytest.approx(row["autograd.total_ms"])
+    assert "| state arithmetic |" in speed.phase_table(result)
+    assert all(vars(owner)[attr] is f for owner, attr, f in originals)
+    assert torch.autograd.grad.__module__ == "torch.autograd" and R._Layers.vjp.__qualname__ == "_Layers.vjp"
+    with pytest.raises(KeyboardInterrupt), speed._phase_timers({}):  # put back on an error too
+        assert vars(R._Layers)["call_forward"] is not dict((a, f) for o, a, f in originals if o is R._Layers)["call_forward"]
+        raise KeyboardInterrupt
+    assert vars(R._Layers)["call_forward"] is dict((a, f) for o, a, f in originals if o is R._Layers)["call_forward"]
+    assert vars(_fused)["call"] is dict((a, f) for o, a, f in originals if o is _fused)["call"]
+
+
 def test_alf_baseline_is_second_order_and_its_memory_free_gradient_is_autograds():
     # benchmarks/_alf.py (MALI's asynchronous leapfrog): order 2 against DOP853 at eps = 1, and
     # the reverse-walk backward equals plain autograd through the same steps (float64)

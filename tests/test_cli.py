@@ -56,6 +56,7 @@ def test_outputs_go_under_out(tmp_path):
     # modes that measure something else do not overwrite the main table's JSON
     assert default_out("memory", ["--break-even"]) == ROOT / "out" / "bench" / "memory_break_even.json"
     assert default_out("speed", ["--kernels"]) == ROOT / "out" / "bench" / "speed_kernels.json"
+    assert default_out("speed", ["--phases", "--quick"]) == ROOT / "out" / "bench" / "speed_quick_phases.json"
     assert default_out("speed", []) == ROOT / "out" / "bench" / "speed.json"
     ignored = subprocess.run(["git", "check-ignore", "-q", "out/figures/x.png"], cwd=ROOT)
     assert ignored.returncode == 0, "out/ must be gitignored"
