@@ -278,6 +278,7 @@ class _Layers:
                     )
             m.direct = m.current()
         self.grads = [None] * (len(self.extra) + len(self.params))
+        self._owned = [False] * len(self.grads)  # grads[j] is this pass's own sum (added to in place)
         self._detached_params = [None] * len(self.params)
         leaves = list(self._leaves)
         self._extra_detached = []
@@ -396,12 +397,31 @@ class _Layers:
         ne = len(self.extra)
         for i, g in zip([i for i in m.pos if i is not None], gs[1 : 1 + len(params)]):
             if g is not None:
-                j = ne + i
-                self.grads[j] = g if self.grads[j] is None else self.grads[j] + g
+                self._accumulate(ne + i, g, grad)
         for j, g in enumerate(gs[1 + len(params) :]):
             if g is not None:
-                self.grads[j] = g if self.grads[j] is None else self.grads[j] + g
+                self._accumulate(j, g, grad)
         return gx
+
+    def _accumulate(self, j, g, grad):
+        """``grads[j] += g``. The first gradient is kept as autograd returned it unless it shares
+        memory with ``grad``, the output gradient of this product: autograd hands that tensor (or
+        a view of it) back as the gradient of a parameter that ``f`` adds to its output, and the
+        caller updates ``grad`` in place as it walks on, so a kept alias would change under it.
+        The second gradient makes a new sum and later ones add into that sum in place: a
+        parameter shared by all layers costs one buffer, not one allocation per layer."""
+        cur = self.grads[j]
+        if cur is None:
+            if g.layout == torch.strided and g.untyped_storage().data_ptr() == grad.untyped_storage().data_ptr():
+                g = g.clone()
+            self.grads[j] = g
+        elif self._owned[j]:
+            with torch.no_grad():
+                cur.add_(g)
+        else:
+            with torch.no_grad():
+                self.grads[j] = cur + g
+            self._owned[j] = True
 
 
 def _walker(ctx):

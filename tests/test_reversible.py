@@ -559,3 +559,49 @@ def test_torch_compile_of_a_memory_free_net():
     ref = grads_of(so.MomentumResNet(fs, 0.9), x)
     got = grads_of(torch.compile(so.MomentumResNet(fs, 0.9, backward="exact")), x)
     assert rel_err(got, ref) <= 1e-13
+
+
+# -- gradients that alias the output gradient ----------------------------------------------------
+class _AddsItsParameter(nn.Module):
+    """``tanh(x) + b`` with ``b`` of x's full shape (or a flat ``b`` seen through a view, or a tensor
+    argument): autograd returns the output gradient itself (or a view of it) as b's gradient."""
+
+    def __init__(self, shape, seed, view=False):
+        super().__init__()
+        b = randn(*shape, seed=seed)
+        self.view = view
+        self.b = nn.Parameter(b.reshape(-1) if view else b)
+
+    def forward(self, x, extra=None):
+        b = self.b.view(x.shape) if self.view else self.b
+        return torch.tanh(x) + b + (0 if extra is None else extra)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("net_kind", ["momentum", "revnet"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_parameter_gradient_that_is_the_output_gradient_is_not_overwritten(mode, net_kind, tied):
+    # the backward loop updates its output gradients in place as it walks; a parameter gradient that
+    # autograd returned as that very tensor (f adds the parameter) was kept as an alias and changed
+    # under it: RevNet gradients 36% off at depth 2 before the fix
+    depth, shape = 5, (3, 4)
+
+    def blocks(seed, view):
+        if tied:
+            return [_AddsItsParameter(shape, seed, view)] * depth
+        return [_AddsItsParameter(shape, seed + 10 * k, view) for k in range(depth)]
+
+    F, G = blocks(1, False), blocks(2, True)
+    x = randn(3, 8 if net_kind == "revnet" else 4, seed=3)
+    got = {}
+    for backward in ("autograd", mode):
+        extra = randn(*shape, seed=4).requires_grad_()
+        if net_kind == "revnet":
+            net = so.RevNet(F, G, backward=backward)
+        else:
+            net = so.MomentumResNet([f for pair in zip(F, G) for f in pair], 0.9, backward=backward)
+        xx = x.clone().requires_grad_()
+        y = net(xx, extra=extra)
+        loss = (y * torch.arange(y.numel(), dtype=D).view(y.shape)).sum() + y.sin().sum()
+        got[backward] = torch.autograd.grad(loss, [xx, extra, *net.parameters()])
+    assert rel_err(got[mode], got["autograd"]) <= 1e-12
