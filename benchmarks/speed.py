@@ -131,6 +131,15 @@ def _nets(kind, blocks, depth, gamma):
     return nets
 
 
+def _setup(name, depth, gamma, seed):
+    """The networks of every method for block ``name`` and its input, seeded."""
+    import torch
+
+    torch.manual_seed(seed)
+    blocks, x = _block_and_input(*CONFIGS[name])
+    return _nets(CONFIGS[name][0], blocks, depth, gamma), x
+
+
 def _step(net, x, mode):
     from secondorder import _reversible as reversible
     from secondorder.exact import set_fused
@@ -161,10 +170,7 @@ def run(names, depth=30, repeats=7, seed=0, progress=True, gamma=0.9):
     torch.set_num_threads(1)
     rows = []
     for name in tqdm(names, desc="speed", disable=not progress):
-        kind = CONFIGS[name][0]
-        torch.manual_seed(seed)
-        blocks, x = _block_and_input(*CONFIGS[name])
-        nets = _nets(kind, blocks, depth, gamma)
+        nets, x = _setup(name, depth, gamma, seed)
         first = {m: 1e3 * _step(net, x, m)[0] for m, net in nets.items()}  # one-time costs
         wall, cpu = {m: [] for m in nets}, {m: [] for m in nets}
         for _ in range(repeats):
@@ -290,7 +296,7 @@ def _phase_timers(acc):
         yield
     finally:
         for owner, attr, f in reversed(saved):
-            setattr(owner, attr, staticmethod(f) if isinstance(f, staticmethod) else f)
+            setattr(owner, attr, f)  # the attribute as it was stored (a staticmethod stays one)
 
 
 PHASES = ("f in the forward", "f recomputed", "vector-Jacobian products", "state arithmetic", "self-verification",
@@ -311,10 +317,8 @@ def phase_times(names, depth=30, repeats=7, seed=0, gamma=0.9, progress=True):
     torch.set_num_threads(1)
     rows = []
     for name in tqdm(names, desc="phases", disable=not progress):
-        kind = CONFIGS[name][0]
-        torch.manual_seed(seed)
-        blocks, x = _block_and_input(*CONFIGS[name])
-        nets = {m: net for m, net in _nets(kind, blocks, depth, gamma).items() if m in ("autograd", "exact", "float")}
+        nets, x = _setup(name, depth, gamma, seed)
+        nets = {m: nets[m] for m in ("autograd", "exact", "float")}
         samples = {m: [] for m in nets}
         for r in range(repeats + 1):  # round 0 pays the one-time costs and is dropped
             for m, net in nets.items():
@@ -351,11 +355,12 @@ def phase_times(names, depth=30, repeats=7, seed=0, gamma=0.9, progress=True):
 
 def phase_table(result):
     lines = [f"Wall-clock ms per training step by phase, depth {result['depth']}, float32, one thread, median of "
-             f"{result['repeats']} interleaved rounds; in brackets: share of autograd's step"]
+             f"{result['repeats']} interleaved rounds, each cell its own median (so parts need not add up "
+             f"exactly); in brackets: share of autograd's step"]
     for r in result["rows"]:
         ag = r["autograd.total_ms"]
-        lines += ["", f"{r['config']} ({r['elements']} state elements): autograd {ag:.1f} ms = forward "
-                  f"{r['autograd.forward_ms']:.1f} + backward {r['autograd.backward_ms']:.1f}; a forward without "
+        lines += ["", f"{r['config']} ({r['elements']} state elements): autograd {ag:.1f} ms (forward "
+                  f"{r['autograd.forward_ms']:.1f}, backward {r['autograd.backward_ms']:.1f}); a forward without "
                   f"graph {r['autograd.forward without graph_ms']:.1f} (floor {ag + r['autograd.forward without graph_ms']:.1f}"
                   f" = {1 + r['autograd.forward without graph_ms'] / ag:.2f}x)",
                   "| phase | exact ms | float ms |", "|---|---:|---:|"]
@@ -394,11 +399,9 @@ def main(argv=None):
                             for r in rows])
         return report(text, args.out or _default_out(argv), {"rows": rows})
     names = ["mlp-64", "conv-16ch-16px", "revnet-mlp-64"] if args.quick else list(CONFIGS)
-    if args.phases:
-        result = phase_times(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
-        return report(phase_table(result), args.out or _default_out(argv), result)
-    result = run(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
-    return report(table(result), args.out or _default_out(argv), result)
+    measure, tabulate = (phase_times, phase_table) if args.phases else (run, table)
+    result = measure(names, depth=args.depth, repeats=3 if args.quick else args.repeats, seed=args.seed)
+    return report(tabulate(result), args.out or _default_out(argv), result)
 
 
 if __name__ == "__main__":

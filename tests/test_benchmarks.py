@@ -44,11 +44,12 @@ def test_phase_benchmark_accounts_for_the_whole_step_and_removes_its_timers():
     assert "| state arithmetic |" in speed.phase_table(result)
     assert all(vars(owner)[attr] is f for owner, attr, f in originals)
     assert torch.autograd.grad.__module__ == "torch.autograd" and R._Layers.vjp.__qualname__ == "_Layers.vjp"
+    before = {(owner, attr): f for owner, attr, f in originals}
     with pytest.raises(KeyboardInterrupt), speed._phase_timers({}):  # put back on an error too
-        assert vars(R._Layers)["call_forward"] is not dict((a, f) for o, a, f in originals if o is R._Layers)["call_forward"]
+        assert vars(R._Layers)["call_forward"] is not before[R._Layers, "call_forward"]
         raise KeyboardInterrupt
-    assert vars(R._Layers)["call_forward"] is dict((a, f) for o, a, f in originals if o is R._Layers)["call_forward"]
-    assert vars(_fused)["call"] is dict((a, f) for o, a, f in originals if o is _fused)["call"]
+    assert vars(R._Layers)["call_forward"] is before[R._Layers, "call_forward"]
+    assert vars(_fused)["call"] is before[_fused, "call"]
 
 
 def test_alf_baseline_is_second_order_and_its_memory_free_gradient_is_autograds():
